@@ -1,0 +1,48 @@
+"""The ``edgeyolo`` command line: subcommands live in ``edgeyolo.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgeyolo import __version__
+from edgeyolo.errors import EdgeYoloError
+
+# Order is the order shown in --help. Each module has register(subparsers).
+COMMANDS = (
+    "run",
+    "check_config",
+    "predict",
+    "bench",
+    "quantize",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeyolo",
+        description="Run several YOLO models at once on camera frames and publish what they see.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeyolo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"edgeyolo.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except EdgeYoloError as exc:
+        print(f"edgeyolo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Small frozen data that travels with every frame: the frame itself and its letterbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image.
+
+    ``image`` is HxWx3 uint8 BGR (sources convert grey and BGRA). ``timestamp`` is wall-clock
+    seconds (for events), ``captured_ns`` is ``time.monotonic_ns()`` at capture (for latency).
+    """
+
+    camera: str
+    seq: int
+    image: npt.NDArray[np.uint8]
+    timestamp: float
+    captured_ns: int
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How an image of ``src_w`` x ``src_h`` was placed into a ``dst_w`` x ``dst_h`` input.
+
+    Ultralytics' geometry for a static input: scale by ``gain = min(dst_h/src_h, dst_w/src_w)``,
+    resized side rounded, centred padding with the odd pixel going to the bottom/right.
+    ``to_source`` inverts it exactly as Ultralytics' ``scale_boxes`` does.
+    """
+
+    src_w: int
+    src_h: int
+    dst_w: int
+    dst_h: int
+    gain: float
+    new_w: int
+    new_h: int
+    pad_left: int
+    pad_top: int
+
+    @classmethod
+    def fit(cls, src_w: int, src_h: int, dst_w: int, dst_h: int) -> Letterbox:
+        """Compute the letterbox of a ``src_w`` x ``src_h`` image into ``dst_w`` x ``dst_h``."""
+        if src_w <= 0 or src_h <= 0:
+            raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
+        gain = min(dst_h / src_h, dst_w / src_w)
+        new_w = min(dst_w, round(src_w * gain))
+        new_h = min(dst_h, round(src_h * gain))
+        dw = (dst_w - new_w) / 2
+        dh = (dst_h - new_h) / 2
+        # Ultralytics: top/left = round(d - 0.1), so the odd pixel goes to bottom/right.
+        pad_left = round(dw - 0.1)
+        pad_top = round(dh - 0.1)
+        return cls(src_w, src_h, dst_w, dst_h, gain, new_w, new_h, pad_left, pad_top)
+
+    def boxes_to_source(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Map Nx4 xyxy boxes in input pixels back to source pixels, clipped, in place."""
+        boxes[:, 0::2] -= self.pad_left
+        boxes[:, 1::2] -= self.pad_top
+        boxes /= self.gain
+        np.clip(boxes[:, 0::2], 0, self.src_w, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, self.src_h, out=boxes[:, 1::2])
+        return boxes
+
+    def points_to_source(self, xy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Map ...x2 points in input pixels back to source pixels, clipped, in place."""
+        xy[..., 0] -= self.pad_left
+        xy[..., 1] -= self.pad_top
+        xy /= self.gain
+        np.clip(xy[..., 0], 0, self.src_w, out=xy[..., 0])
+        np.clip(xy[..., 1], 0, self.src_h, out=xy[..., 1])
+        return xy

@@ -1,0 +1,100 @@
+"""Letterbox + normalize a BGR frame into a caller-owned NCHW buffer, in place.
+
+The seed script resized, converted and copied the same blob once per model. Here one
+``Preprocessor`` serves every model with the same input size: the frame is resized once into
+a reused uint8 buffer, split into reused planes, and written as RGB/255 straight into the
+caller's (possibly pinned) input array. Padding (114/255) is written only when the geometry
+changes, since the image always lands on the same pixels for frames of one size.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edgeyolo.errors import SourceError
+from edgeyolo.frames import Letterbox
+
+PAD_VALUE = 114
+MIN_SIDE = 8
+MAX_SIDE = 16384
+
+
+def as_bgr(image: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+    """Return ``image`` as HxWx3 uint8 BGR, converting grey, BGRA and 16-bit images.
+
+    Raises ``SourceError`` for shapes that are not images at all, or absurdly small/large ones.
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise SourceError(f"frame has {image.ndim} dimensions (shape {image.shape}); expected HxWxC")
+    h, w, c = image.shape
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise SourceError(f"frame of {w}x{h} pixels is outside {MIN_SIDE}..{MAX_SIDE} per side")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise SourceError(f"frame has element type {image.dtype}; expected uint8 or uint16")
+    if c == 3:
+        out = image
+    elif c == 1:
+        out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif c == 4:
+        out = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    else:
+        raise SourceError(f"frame has {c} channels; expected 1 (grey), 3 (BGR) or 4 (BGRA)")
+    return np.ascontiguousarray(out)
+
+
+class Preprocessor:
+    """Letterboxes frames into one model input shape; reuses its buffers between frames."""
+
+    def __init__(self, dst_h: int, dst_w: int) -> None:
+        self.dst_h = dst_h
+        self.dst_w = dst_w
+        self._geometry: Letterbox | None = None
+        self._resized: npt.NDArray[np.uint8] | None = None
+        self._planes: list[npt.NDArray[np.uint8]] = []
+        # Which output buffers already hold the padding for the current geometry.
+        self._padded: set[int] = set()
+
+    def letterbox(self, src_w: int, src_h: int) -> Letterbox:
+        """The letterbox for a source of this size (cached: sources rarely change size)."""
+        lb = self._geometry
+        if lb is None or lb.src_w != src_w or lb.src_h != src_h:
+            lb = Letterbox.fit(src_w, src_h, self.dst_w, self.dst_h)
+            self._geometry = lb
+            self._resized = np.empty((lb.new_h, lb.new_w, 3), np.uint8)
+            self._planes = [np.empty((lb.new_h, lb.new_w), np.uint8) for _ in range(3)]
+            self._padded.clear()
+        return lb
+
+    def __call__(self, image: npt.NDArray[np.uint8], out: npt.NDArray[np.floating]) -> Letterbox:
+        """Write ``image`` (HxWx3 BGR uint8) letterboxed as 1x3xHxW RGB/255 into ``out``."""
+        if out.shape != (1, 3, self.dst_h, self.dst_w):
+            raise ValueError(f"output buffer shape {out.shape} != (1, 3, {self.dst_h}, {self.dst_w})")
+        h, w = image.shape[:2]
+        lb = self.letterbox(w, h)
+        key = out.__array_interface__["data"][0]
+        if key not in self._padded:
+            out.fill(PAD_VALUE / 255.0)
+            self._padded.add(key)
+        if (lb.new_w, lb.new_h) == (w, h):
+            resized = image
+        else:
+            assert self._resized is not None
+            resized = cv2.resize(
+                image, (lb.new_w, lb.new_h), dst=self._resized, interpolation=cv2.INTER_LINEAR
+            )
+        cv2.split(resized, self._planes)
+        y0, x0 = lb.pad_top, lb.pad_left
+        inv = out.dtype.type(1.0 / 255.0)
+        for c in range(3):
+            # BGR -> RGB by plane order; the uint8 -> float cast and the scale are two fast
+            # SIMD passes over one plane that stays in cache.
+            region = out[0, c, y0 : y0 + lb.new_h, x0 : x0 + lb.new_w]
+            region[...] = self._planes[2 - c]
+            region *= inv
+        return lb

@@ -1,0 +1,1 @@
+"""Where events go: the ``Sink`` protocol and its implementations (JSON lines, MQTT)."""
