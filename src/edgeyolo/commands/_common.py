@@ -1,0 +1,38 @@
+"""Helpers shared by subcommands: finding and loading the config, setting up logs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgeyolo.config import Config, load_config
+from edgeyolo.errors import ConfigError
+from edgeyolo.log import configure_logging
+
+# The repository's demo config; present in a source checkout (what `make demo` installs).
+DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=None,
+        help=f"config file (default: the bundled demo, {DEMO_CONFIG.name})",
+    )
+
+
+def config_path(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    if not DEMO_CONFIG.is_file():
+        raise ConfigError(
+            f"no -c CONFIG given and the bundled demo config is not here ({DEMO_CONFIG}); "
+            "it ships with a source checkout: run from the repository, or pass -c"
+        )
+    return DEMO_CONFIG
+
+
+def load(arg: Path | None, log_format: str | None = None, log_level: str | None = None) -> Config:
+    """Load the config and configure logging from it (command-line values win)."""
+    cfg = load_config(config_path(arg))
+    configure_logging(log_format or cfg.logging.format, log_level or cfg.logging.level)  # type: ignore[arg-type]
+    return cfg

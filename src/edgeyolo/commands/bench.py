@@ -1,0 +1,166 @@
+"""``edgeyolo bench``: how fast the pipeline runs here, printed as one JSON object.
+
+Default: the whole pipeline, headless, reading the first camera's file as fast as it can
+(no pacing, no sinks), with median and p95 milliseconds per stage.
+
+``--cpu-stages``: only the CPU work, on one thread. Raw model outputs for every frame are
+computed first; then per frame the shared letterbox and every model's decode are timed.
+The seed script's way of doing the same work (letterbox + blob per model, four copies,
+transpose and argmax over every anchor, NMS through OpenCV / a Python loop) is timed on the
+same frames as the baseline, and the ratio is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from edgeyolo.commands._common import add_config_arg, load
+from edgeyolo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeyolo.config import Config
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench", help="measure pipeline speed (JSON on stdout)",
+        description="Run the pipeline headless on the first camera's video as fast as it can "
+        "and print fps and per-stage milliseconds as one JSON object.",
+    )
+    add_config_arg(p)
+    p.add_argument("--frames", type=int, default=100, help="frames to measure (100)")
+    p.add_argument("--warmup", type=int, default=5, help="frames run before measuring (5)")
+    p.add_argument("--sequential", action="store_true",
+                   help="run the models one after another instead of concurrently")
+    p.add_argument("--cpu-stages", action="store_true",
+                   help="time only preprocessing and postprocessing (CPU), against the seed's way")
+    p.set_defaults(func=main)
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {"median": round(statistics.median(values), 3), "p95": round(p95, 3)}
+
+
+def bench_pipeline(cfg: Config, frames: int, warmup: int, sequential: bool) -> dict[str, Any]:
+    """Run the real pipeline on the first camera, flat out, and summarize its timings."""
+    from edgeyolo.app import RunOptions, run  # noqa: PLC0415
+
+    cam = cfg.cameras[0]
+    cfg = cfg.model_copy(update={
+        "cameras": [cam.model_copy(update={"loop": True})],
+        "logging": cfg.logging.model_copy(update={"frame_sample": 0, "summary_interval_s": 1e9}),
+    })
+    result = run(cfg, RunOptions(max_frames=frames + warmup, pace="fast", sequential=sequential,
+                                 keep_timings=True, jsonl=False, handle_signals=True))
+    timings = result.telemetry[cam.name].all[warmup:]
+    if not timings:
+        raise ConfigError(f"cameras[{cam.name}]: the source delivered no frames")
+    stages: dict[str, list[float]] = {}
+    for t in timings:
+        for k, v in t.flat().items():
+            stages.setdefault(k, []).append(v)
+    wall = sum(t.e2e_ms for t in timings) / 1e3
+    steady = result.telemetry[cam.name].steady_s(warmup)
+    return {
+        "mode": "sequential" if sequential else "concurrent",
+        "camera": cam.name,
+        "models": [m.name for m in cfg.models_for(cam.name)],
+        "frames": len(timings),
+        "fps": round(len(timings) / steady, 2) if steady else None,
+        "stages_ms": {k: _stats(v) for k, v in stages.items()},
+        "e2e_sum_s": round(wall, 3),
+    }
+
+
+def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
+    """Time preprocessing + every model's decode per frame, and the seed's way as baseline."""
+    import cv2  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from edgeyolo.app import open_runners  # noqa: PLC0415
+    from edgeyolo.commands import _seed  # noqa: PLC0415
+    from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend  # noqa: PLC0415
+    from edgeyolo.preprocess import Preprocessor, as_bgr  # noqa: PLC0415
+
+    cam = cfg.cameras[0]
+    cap = cv2.VideoCapture(str(cam.source))
+    images = []
+    while len(images) < frames:
+        ok, img = cap.read()
+        if not ok:
+            break
+        images.append(as_bgr(img))
+    cap.release()
+    if not images:
+        raise ConfigError(f"cameras[0].source: cannot read frames from {cam.source}")
+    backend = OnnxRuntimeBackend(cfg.onnxruntime, max_engines=len(cfg.models))
+    runners = open_runners(cfg.model_copy(update={"models": cfg.models_for(cam.name)}), backend)
+    try:
+        specs = list(dict.fromkeys(r.engine.info.input for r in runners))
+        pres = {s: Preprocessor(*s.hw) for s in specs}
+        bufs = {s: np.zeros(s.shape, s.dtype) for s in specs}
+        # Raw outputs first (not timed), so only CPU pre/post is measured below.
+        raws: list[list[Any]] = []
+        for img in images:
+            lbs = {s: pres[s](img, bufs[s]) for s in specs}
+            raws.append([r.engine.run_sync(bufs[r.engine.info.input]).copy() for r in runners])
+        seed = _seed.SeedPipeline([(r.engine.info.task, r.engine.info.input.hw) for r in runners])
+        for _ in range(2):  # warm caches and code paths for both
+            _one_frame(images[0], raws[0], runners, specs, pres, bufs)
+            seed.run(images[0], raws[0])
+        pre_ms, post_ms, seed_pre, seed_post = [], [], [], []
+        for img, raw in zip(images, raws, strict=True):
+            a, b = _one_frame(img, raw, runners, specs, pres, bufs)
+            pre_ms.append(a)
+            post_ms.append(b)
+            c, d = seed.run(img, raw)
+            seed_pre.append(c)
+            seed_post.append(d)
+        del lbs
+    finally:
+        for r in reversed(runners):
+            r.engine.close()
+        backend.close()
+    ours = statistics.median(p + q for p, q in zip(pre_ms, post_ms, strict=True))
+    base = statistics.median(p + q for p, q in zip(seed_pre, seed_post, strict=True))
+    return {
+        "mode": "cpu-stages",
+        "models": [r.name for r in runners],
+        "frames": len(images),
+        "image": [int(images[0].shape[1]), int(images[0].shape[0])],
+        "preprocess_ms": round(statistics.median(pre_ms), 4),
+        "postprocess_ms": round(statistics.median(post_ms), 4),
+        "total_ms": round(ours, 4),
+        "seed_preprocess_ms": round(statistics.median(seed_pre), 4),
+        "seed_postprocess_ms": round(statistics.median(seed_post), 4),
+        "seed_total_ms": round(base, 4),
+        "speedup_vs_seed": round(base / ours, 2) if ours else None,
+    }
+
+
+def _one_frame(img: Any, raw: list[Any], runners: Any, specs: Any, pres: Any, bufs: Any
+               ) -> tuple[float, float]:
+    t0 = time.perf_counter_ns()
+    lbs = {s: pres[s](img, bufs[s]) for s in specs}
+    t1 = time.perf_counter_ns()
+    for r, out in zip(runners, raw, strict=True):
+        r.decode(out, lbs[r.engine.info.input])
+    t2 = time.perf_counter_ns()
+    return (t1 - t0) / 1e6, (t2 - t1) / 1e6
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load(args.config, log_format=None, log_level="warning")
+    if args.cpu_stages:
+        report = bench_cpu_stages(cfg, args.frames)
+    else:
+        report = bench_pipeline(cfg, args.frames, args.warmup, args.sequential)
+    sys.stdout.write(json.dumps(report) + "\n")
+    return 0

@@ -1,0 +1,54 @@
+"""``edgeyolo check-config``: validate a config file and the models it points at."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edgeyolo.config import ConfigValidationError, load_config
+from edgeyolo.errors import ConfigError, EdgeYoloError
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check-config", help="validate a config file",
+        description="Check a config file: every error is printed as key path, value and "
+        "message. Models are opened to check their task and classes (--no-models skips that).",
+    )
+    p.add_argument("file", type=Path)
+    p.add_argument("--no-models", action="store_true", help="do not open the model files")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    try:
+        cfg = load_config(path)
+    except ConfigValidationError as exc:
+        for issue in exc.issues:
+            print(f"{path}: {issue}", file=sys.stderr)
+        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    problems = 0
+    if not args.no_models:
+        from edgeyolo.engines.model import check_model  # noqa: PLC0415
+        from edgeyolo.engines.onnxruntime import inspect_model  # noqa: PLC0415
+
+        for i, m in enumerate(cfg.models):
+            if m.path.suffix.lower() != ".onnx":
+                continue  # engines are checked when the TensorRT backend loads them
+            try:
+                check_model(m, inspect_model(m.path))
+            except EdgeYoloError as exc:
+                print(f"{path}: models[{i}] = {m.name!r}: {exc}", file=sys.stderr)
+                problems += 1
+    if problems:
+        print(f"{path}: {problems} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(cfg.cameras)} camera(s), {len(cfg.models)} model(s), "
+          f"backend {cfg.backend})")
+    return 0

@@ -1,0 +1,113 @@
+"""``edgeyolo predict``: one model on images or videos, one JSON line per image or frame.
+
+The defaults are Ultralytics' predict defaults (conf 0.25, iou 0.7, max_det 300), so the
+output can be compared with ``yolo predict`` on the same ONNX file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeyolo.errors import ModelError, SourceError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import numpy as np
+    import numpy.typing as npt
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "predict", help="run one model on images/videos and print JSON lines",
+        description="Run one model (ONNX Runtime) on images or videos; print one JSON line "
+        "per image or video frame with boxes in source pixels.",
+    )
+    p.add_argument("--model", type=Path, required=True, help="an Ultralytics-format .onnx file")
+    p.add_argument("--task", choices=["detect", "pose"], default=None,
+                   help="check the model is this task (default: from the model's metadata)")
+    p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (0.25)")
+    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (0.7)")
+    p.add_argument("--max-det", type=int, default=300, help="most detections per image (300)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="model input size; must match a static model (default: from the model)")
+    p.add_argument("--classes", default=None,
+                   help="comma-separated class ids or labels to keep (default: all)")
+    p.add_argument("sources", nargs="+", type=Path, metavar="IMAGE_OR_VIDEO")
+    p.set_defaults(func=main)
+
+
+def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    import cv2  # noqa: PLC0415
+
+    from edgeyolo.preprocess import as_bgr  # noqa: PLC0415
+    from edgeyolo.sources.capture import IMAGE_SUFFIXES  # noqa: PLC0415
+
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if image is None:
+            raise SourceError(f"{path}: cannot decode image")
+        yield 0, as_bgr(image)
+        return
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok, image = cap.read() if cap.isOpened() else (False, None)
+        if not ok:
+            raise SourceError(f"{path}: OpenCV cannot decode this video (codec or format)")
+        n = 0
+        while ok:
+            yield n, as_bgr(image)
+            n += 1
+            ok, image = cap.read()
+    finally:
+        cap.release()
+
+
+def main(args: argparse.Namespace) -> int:
+    import numpy as np  # noqa: PLC0415
+
+    from edgeyolo.config import ModelConfig  # noqa: PLC0415
+    from edgeyolo.engines.model import check_model  # noqa: PLC0415
+    from edgeyolo.engines.onnxruntime import OnnxRuntimeEngine, open_session, session_info  # noqa: PLC0415
+    from edgeyolo.log import configure_logging  # noqa: PLC0415
+    from edgeyolo.pipeline import ModelRunner  # noqa: PLC0415
+    from edgeyolo.postprocess import Thresholds  # noqa: PLC0415
+    from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
+
+    configure_logging("auto", "warning")
+    session = open_session(args.model)
+    info = session_info(session, args.model)
+    if args.imgsz is not None and info.input.hw != (args.imgsz, args.imgsz):
+        raise ModelError(
+            f"{args.model}: the model's input is {info.input.hw[1]}x{info.input.hw[0]}; "
+            f"--imgsz {args.imgsz} needs a model exported at that size"
+        )
+    classes: list[int | str] | None = None
+    if args.classes:
+        classes = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
+    cfg = ModelConfig(name=args.model.stem, path=args.model, task=args.task or info.task,
+                      conf=args.conf, iou=args.iou, max_det=args.max_det, classes=classes)
+    labels, class_ids = check_model(cfg, info)
+    engine = OnnxRuntimeEngine(cfg.name, session, info, pool=None)  # type: ignore[arg-type]
+    runner = ModelRunner(cfg, engine, labels, Thresholds(cfg.conf, cfg.iou, cfg.max_det, class_ids))
+    pre = Preprocessor(*info.input.hw)
+    blob = np.zeros(info.input.shape, info.input.dtype)
+    out = sys.stdout
+    for path in args.sources:
+        for n, image in _frames(path):
+            lb = pre(image, blob)
+            dets = runner.decode(engine.run_sync(blob), lb)
+            record: dict[str, Any] = {
+                "source": str(path), "frame": n,
+                "width": int(image.shape[1]), "height": int(image.shape[0]),
+                "detections": [d.to_dict() for d in runner.to_detections(dets)],
+            }
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    out.flush()
+    return 0

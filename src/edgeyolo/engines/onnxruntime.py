@@ -1,0 +1,174 @@
+"""ONNX Runtime backend: the CPU path (and ORT's CUDA provider where onnxruntime-gpu is).
+
+Each model's ``InferenceSession.run`` happens in a worker thread of one pool sized to the
+number of engines; ORT releases the GIL while it computes, so every model of a frame runs
+at the same time. ``intra_op_threads`` (default 1) keeps four models from fighting over the
+cores of a small box; spinning is off so idle sessions don't burn CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeyolo.engines.base import InputSlot, ModelInfo, TensorSpec
+from edgeyolo.engines.model import info_from_metadata
+from edgeyolo.errors import BackendUnavailableError, ModelError
+
+if TYPE_CHECKING:
+    from edgeyolo.config import ModelConfig, OnnxRuntimeConfig
+
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+def _ort() -> Any:
+    try:
+        import onnxruntime  # noqa: PLC0415 - keeps `edgeyolo --help` fast
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime") from exc
+    return onnxruntime
+
+
+def _spec(arg: Any, path: Path) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelError(f"{path}: tensor '{arg.name}' has type {arg.type}; expected float or float16")
+    shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
+    return TensorSpec(arg.name, shape, np.dtype(dtype))
+
+
+def open_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
+    """Create an ``InferenceSession`` for ``path`` with errors that name the file."""
+    ort = _ort()
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for every failure
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"{path}: ONNX Runtime cannot load this model ({first}). Is it a complete, "
+            "uncorrupted .onnx export?"
+        ) from exc
+
+
+def session_info(session: Any, path: Path) -> ModelInfo:
+    """Read a session's single image input, single output and Ultralytics metadata."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelError(
+            f"{path}: expected 1 input and 1 output, found {len(inputs)} and {len(outputs)} "
+            "(export with nms=False, end2end=False)"
+        )
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    return info_from_metadata(path, meta, _spec(inputs[0], path), _spec(outputs[0], path))
+
+
+def inspect_model(path: Path) -> ModelInfo:
+    """Load ``path`` once (CPU) and return what it is."""
+    ort = _ort()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return session_info(open_session(path, opts, ["CPUExecutionProvider"]), path)
+
+
+class HostInputSlot:
+    """An input slot in ordinary host memory: ORT reads the array directly."""
+
+    def __init__(self, spec: TensorSpec) -> None:
+        self._spec = spec
+        self._host: npt.NDArray[np.floating] = np.zeros(spec.shape, spec.dtype)
+
+    @property
+    def spec(self) -> TensorSpec:
+        return self._spec
+
+    @property
+    def host(self) -> npt.NDArray[np.floating]:
+        return self._host
+
+    def commit(self) -> None:
+        """Nothing to publish: engines read ``host`` in place."""
+
+    def close(self) -> None:
+        """Host memory is freed with the object."""
+
+
+class OnnxRuntimeEngine:
+    """One ``InferenceSession`` run in the backend's thread pool."""
+
+    def __init__(self, name: str, session: Any, info: ModelInfo, pool: ThreadPoolExecutor) -> None:
+        self._name = name
+        self._session = session
+        self._info = info
+        self._pool = pool
+        self._in = info.input.name
+        self._out = [info.output.name]
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def run_sync(self, host: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Run the model on ``host`` on the calling thread."""
+        out = self._session.run(self._out, {self._in: host})[0]
+        return np.asarray(out, dtype=np.float32)
+
+    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.run_sync, slot.host)
+
+    def close(self) -> None:
+        self._session = None
+
+
+class OnnxRuntimeBackend:
+    """Creates ONNX Runtime engines sharing one worker pool."""
+
+    name = "onnxruntime"
+
+    def __init__(self, config: OnnxRuntimeConfig, max_engines: int = 4) -> None:
+        self._config = config
+        # One worker per engine so every model of a frame runs at once.
+        self._pool = ThreadPoolExecutor(max(1, max_engines), thread_name_prefix="ort")
+        self._engines: list[OnnxRuntimeEngine] = []
+
+    def open_engine(self, model: ModelConfig) -> OnnxRuntimeEngine:
+        if model.path.suffix.lower() != ".onnx":
+            raise ModelError(
+                f"models[{model.name}].path: {model.path.name} is a TensorRT engine; the "
+                "onnxruntime backend needs the .onnx file (or set backend: tensorrt)"
+            )
+        ort = _ort()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self._config.intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning worker threads would steal the cores other models are using.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = open_session(model.path, opts, self._config.providers)
+        info = session_info(session, model.path)
+        engine = OnnxRuntimeEngine(model.name, session, info, self._pool)
+        self._engines.append(engine)
+        return engine
+
+    def allocate_input(self, spec: TensorSpec) -> HostInputSlot:
+        return HostInputSlot(spec)
+
+    def close(self) -> None:
+        for engine in reversed(self._engines):
+            engine.close()
+        self._engines.clear()
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,6 @@
+"""Postprocessing: pure numpy functions from raw YOLO outputs to ``Detections``."""
+
+from edgeyolo.postprocess.nms import nms
+from edgeyolo.postprocess.yolo import Detections, Thresholds, decode
+
+__all__ = ["Detections", "Thresholds", "decode", "nms"]

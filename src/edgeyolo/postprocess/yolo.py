@@ -1,0 +1,109 @@
+"""Decode Ultralytics YOLO detection and pose outputs.
+
+Layouts (per image, anchors last, as exported by Ultralytics without NMS):
+- detect: ``(4 + nc) x N``: cx, cy, w, h in input pixels, then nc class scores (0..1).
+- pose: ``(4 + 1 + K*3) x N``: box, person score, then K keypoints as x, y, visibility.
+
+``decode`` matches Ultralytics' ``non_max_suppression`` (single label per box, scores
+strictly above ``conf``, class-aware NMS via a per-class coordinate offset, ``max_det``) and
+maps boxes and keypoints back to source pixels through the frame's letterbox.
+
+Cost matters (it runs for every model on every frame): the only pass over all N anchors is
+one max over the class rows; everything else touches candidates above the threshold only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from edgeyolo.frames import Letterbox
+from edgeyolo.postprocess.nms import nms
+
+# Ultralytics' class offset for class-aware NMS: larger than any image side.
+MAX_WH = 7680.0
+# Ultralytics' cap on boxes entering NMS.
+MAX_NMS = 30000
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Decode settings of one model."""
+
+    conf: float = 0.25
+    iou: float = 0.7
+    max_det: int = 300
+    classes: npt.NDArray[np.intp] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Detections:
+    """Canonical result of one model on one frame, in source-image pixels.
+
+    ``boxes`` n x 4 float32 xyxy; ``scores`` n float32; ``class_ids`` n int32;
+    ``keypoints`` n x K x 3 float32 (x, y, visibility) for pose models, else None.
+    Rows are sorted by score, highest first.
+    """
+
+    boxes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    class_ids: npt.NDArray[np.int32]
+    keypoints: npt.NDArray[np.float32] | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls, kpt_shape: tuple[int, int] | None = None) -> Detections:
+        kpts = None if kpt_shape is None else np.empty((0, *kpt_shape), np.float32)
+        return cls(
+            np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int32), kpts
+        )
+
+
+def decode(
+    raw: npt.NDArray[np.floating],
+    letterbox: Letterbox,
+    thresholds: Thresholds,
+    num_classes: int,
+    kpt_shape: tuple[int, int] | None = None,
+) -> Detections:
+    """Decode one image's raw output (``rows x N`` or ``1 x rows x N``) into ``Detections``."""
+    if raw.ndim == 3:
+        raw = raw[0]
+    nk = 0 if kpt_shape is None else kpt_shape[0] * kpt_shape[1]
+    if raw.shape[0] != 4 + num_classes + nk:
+        raise ValueError(
+            f"output has {raw.shape[0]} rows, expected 4 + {num_classes} classes + {nk} keypoint "
+            "values"
+        )
+    class_rows = raw[4 : 4 + num_classes]
+    best = class_rows[0] if num_classes == 1 else class_rows.max(axis=0)
+    cand = np.flatnonzero(best > thresholds.conf)
+    if cand.size == 0:
+        return Detections.empty(kpt_shape)
+    sub = raw[:, cand].astype(np.float32, copy=False)  # rows x k, a small copy
+    scores = best[cand].astype(np.float32, copy=False)
+    if num_classes == 1:
+        class_ids = np.zeros(cand.size, np.int32)
+    else:
+        class_ids = sub[4 : 4 + num_classes].argmax(axis=0).astype(np.int32)
+    if thresholds.classes is not None:
+        wanted = np.isin(class_ids, thresholds.classes)
+        sub, scores, class_ids = sub[:, wanted], scores[wanted], class_ids[wanted]
+    if scores.size > MAX_NMS:
+        top = np.argsort(-scores, kind="stable")[:MAX_NMS]
+        sub, scores, class_ids = sub[:, top], scores[top], class_ids[top]
+
+    cx, cy, half_w, half_h = sub[0], sub[1], sub[2] / 2, sub[3] / 2
+    boxes = np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1)
+    keep = nms(boxes + (class_ids * MAX_WH)[:, None], scores, thresholds.iou, thresholds.max_det)
+
+    boxes = letterbox.boxes_to_source(boxes[keep])
+    kpts = None
+    if kpt_shape is not None:
+        kpts = np.ascontiguousarray(sub[4 + num_classes :, keep].T).reshape(-1, *kpt_shape)
+        letterbox.points_to_source(kpts[..., :2])
+    return Detections(boxes, scores[keep], class_ids[keep], kpts)
