@@ -1,0 +1,394 @@
+"""Prometheus metrics and health bookkeeping of one running service.
+
+``Metrics`` owns its own ``CollectorRegistry`` (never prometheus_client's global one), so
+several services, or several tests, can live in one process without sharing counters. The
+pipeline calls the small recording methods below; ``edgeyolo.health`` serves the registry
+as text on ``/metrics`` and asks ``Metrics.health`` for ``/healthz``.
+
+Every recording method is cheap and thread-safe (prometheus_client's metrics lock
+internally; the last-seen dicts are written with single assignments under the GIL), so
+capture threads may call ``frame_captured`` directly.
+
+Metric names (all documented in docs/deploy.md, used by deploy/grafana/):
+
+===========================================  =========  ==========  =============================
+name                                         type       labels      set by
+===========================================  =========  ==========  =============================
+edgeyolo_build_info                          gauge      version     constructor (always 1)
+edgeyolo_frames_captured_total               counter    camera      ``frame_captured``
+edgeyolo_frames_dropped_total                counter    camera      ``frames_dropped``
+edgeyolo_inference_seconds                   histogram  engine      ``inference_seconds``
+edgeyolo_stage_seconds                       histogram  stage       ``stage_seconds``
+edgeyolo_e2e_seconds                         histogram  camera      ``e2e_seconds``
+edgeyolo_engine_failures_total               counter    engine      ``engine_failed``
+edgeyolo_last_frame_age_seconds              gauge      camera      computed when scraped
+edgeyolo_last_inference_age_seconds          gauge      engine      computed when scraped
+edgeyolo_mqtt_connected                      gauge                  ``mqtt`` (once reported)
+edgeyolo_mqtt_reconnects_total               counter                ``mqtt`` (once reported)
+edgeyolo_mqtt_outbox_messages                gauge                  ``mqtt`` (once reported)
+edgeyolo_mqtt_dropped_total                  counter                ``mqtt`` (once reported)
+edgeyolo_gpu_memory_used_bytes               gauge                  ``gpu_memory_bytes``
+edgeyolo_gpu_memory_total_bytes              gauge                  ``gpu_memory_bytes``
+edgeyolo_process_threads                     gauge                  /proc/self/status, scraped
+process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total, ...
+                                             (prometheus_client's ProcessCollector, Linux only)
+===========================================  =========  ==========  =============================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from edgeyolo import __version__
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator
+
+    from prometheus_client.metrics_core import Metric
+
+NAMESPACE = "edgeyolo"
+
+# Buckets in seconds. Inference spans ~2 ms (TensorRT FP16 on Orin) to ~0.5 s (four models
+# on a small CPU); the finer steps sit where a Jetson lives so its p95 is not one bucket wide.
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+)
+# End to end adds queueing and capture waits on top; a stalled camera can take seconds.
+E2E_BUCKETS: tuple[float, ...] = (*LATENCY_BUCKETS, 10.0, 30.0)
+
+#: Stage names the pipeline reports through ``Metrics.stage_seconds`` (docs/logging.md uses
+#: the same names with an ``_ms`` suffix in the per-frame log line).
+STAGES: tuple[str, ...] = ("capture_wait", "preprocess", "infer", "post", "emit")
+
+
+@dataclass(frozen=True, slots=True)
+class MqttStats:
+    """The MQTT sink's state as last reported to ``Metrics.mqtt``."""
+
+    connected: bool
+    reconnects: int
+    outbox: int
+    dropped: int
+
+
+def mqtt_within_bounds(connected: bool, outbox: int, outbox_limit: int) -> bool:
+    """The MQTT part of health: connected, or disconnected but still buffering with room left.
+
+    ``outbox_limit`` is the sink's outbox capacity: once the outbox is full the sink drops
+    messages, which is what "beyond bounds" means for ``/healthz``.
+    """
+    return connected or outbox < outbox_limit
+
+
+def _os_threads() -> int | None:
+    # Counts every OS thread (ONNX Runtime's pools, capture threads), not just Python's.
+    try:
+        text = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return None
+
+
+class Metrics:
+    """The service's Prometheus metrics plus the last-seen times that ``/healthz`` judges.
+
+    ``clock`` is the monotonic clock used for last-seen times (``time.monotonic``); tests may
+    pass another. ``process=False`` leaves out the process_* metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        process: bool = True,
+    ) -> None:
+        self.registry = CollectorRegistry()
+        self._clock = clock
+        self.last_frame: dict[str, float] = {}
+        self.last_inference: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
+        self._mqtt: MqttStats | None = None
+        self._gpu: tuple[int, int] | None = None
+        reg = self.registry
+        Gauge(
+            "build_info",
+            "edgeyolo version running (always 1).",
+            ["version"],
+            namespace=NAMESPACE,
+            registry=reg,
+        ).labels(__version__).set(1)
+        self._frames = Counter(
+            "frames_captured",
+            "Frames delivered by a camera to its pipeline.",
+            ["camera"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._dropped = Counter(
+            "frames_dropped",
+            "Frames a camera's pipeline dropped (latest frame wins; dropped when busy).",
+            ["camera"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        self._inference = Histogram(
+            "inference_seconds",
+            "Time of one inference of one engine (enqueue to outputs ready), seconds.",
+            ["engine"],
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._stage = Histogram(
+            "stage_seconds",
+            "Time of one pipeline stage for one frame, seconds "
+            "(stages: capture_wait, preprocess, infer, post, emit).",
+            ["stage"],
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
+        self._e2e = Histogram(
+            "e2e_seconds",
+            "Capture to events emitted, per frame, seconds.",
+            ["camera"],
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=E2E_BUCKETS,
+        )
+        self._engine_failures = Counter(
+            "engine_failures",
+            "Inferences that raised; the engine is isolated and the frame goes on without it.",
+            ["engine"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
+        if process:
+            # process_resident_memory_bytes, process_open_fds, ...: what the soak test watches.
+            ProcessCollector(registry=reg)
+        reg.register(_LiveCollector(self))
+
+    # -- declared series --------------------------------------------------------------------
+
+    def declare(self, cameras: Iterable[str], engines: Iterable[str]) -> None:
+        """Create the labelled series at zero so rates and dashboards work before traffic."""
+        for cam in cameras:
+            self._frames.labels(cam)
+            self._dropped.labels(cam)
+            self._e2e.labels(cam)
+        for eng in engines:
+            self._inference.labels(eng)
+            self._engine_failures.labels(eng)
+        for stage in STAGES:
+            self._stage.labels(stage)
+
+    # -- recording, called by the pipeline ---------------------------------------------------
+
+    def frame_captured(self, camera: str, *, now: float | None = None) -> None:
+        """A camera delivered a frame (counts it and marks the camera alive)."""
+        self._frames.labels(camera).inc()
+        self.last_frame[camera] = self._clock() if now is None else now
+
+    def frames_dropped(self, camera: str, n: int = 1) -> None:
+        """A camera's pipeline dropped ``n`` frames."""
+        if n > 0:
+            self._dropped.labels(camera).inc(n)
+
+    def inference_seconds(self, engine: str, s: float, *, now: float | None = None) -> None:
+        """One inference of ``engine`` completed in ``s`` seconds (marks the engine alive)."""
+        self._inference.labels(engine).observe(s)
+        self.last_inference[engine] = self._clock() if now is None else now
+
+    def stage_seconds(self, stage: str, s: float) -> None:
+        """One frame spent ``s`` seconds in ``stage`` (one of ``STAGES``)."""
+        self._stage.labels(stage).observe(s)
+
+    def e2e_seconds(self, camera: str, s: float) -> None:
+        """One frame of ``camera`` took ``s`` seconds from capture to its events emitted."""
+        self._e2e.labels(camera).observe(s)
+
+    def engine_failed(self, engine: str) -> None:
+        """An inference of ``engine`` raised."""
+        self._engine_failures.labels(engine).inc()
+        self._failures[engine] = self._failures.get(engine, 0) + 1
+
+    def mqtt(self, connected: bool, reconnects: int, outbox: int, dropped: int) -> None:
+        """The MQTT sink's current stats (its counters as totals since it started)."""
+        self._mqtt = MqttStats(connected, reconnects, outbox, dropped)
+
+    def gpu_memory_bytes(self, used: int, total: int) -> None:
+        """GPU memory in use and in all, in bytes, where the backend can tell."""
+        self._gpu = (used, total)
+
+    @property
+    def mqtt_stats(self) -> MqttStats | None:
+        """The last MQTT stats reported, or None while MQTT is off or has not reported."""
+        return self._mqtt
+
+    # -- output ---------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The registry in Prometheus text format (what ``/metrics`` serves)."""
+        return generate_latest(self.registry)
+
+    def health(
+        self,
+        now: float,
+        max_age_s: float,
+        expected_cameras: Iterable[str],
+        expected_engines: Iterable[str],
+        mqtt_ok: bool | None,
+    ) -> tuple[bool, dict[str, Any]]:
+        """Judge the service at monotonic time ``now``.
+
+        Healthy when every expected camera delivered a frame and every expected engine
+        completed an inference within ``max_age_s`` seconds, and ``mqtt_ok`` is not False
+        (None: MQTT is off). The detail dict is the ``/healthz`` JSON body: ``unhealthy``
+        names each failing part (``camera:NAME``, ``engine:NAME``, ``mqtt``) and each part
+        carries its age or stats and a ``reason`` when it fails.
+        """
+        unhealthy: list[str] = []
+
+        def judge(kind: str, name: str, seen: float | None, what: str) -> dict[str, Any]:
+            age = None if seen is None else max(0.0, now - seen)
+            part: dict[str, Any] = {"ok": True, "age_s": None if age is None else round(age, 3)}
+            if age is None:
+                part["ok"] = False
+                part["reason"] = f"no {what} yet"
+            elif age > max_age_s:
+                part["ok"] = False
+                part["reason"] = f"no {what} for {age:.1f} s (limit {max_age_s:g} s)"
+            if not part["ok"]:
+                unhealthy.append(f"{kind}:{name}")
+            return part
+
+        cameras = {
+            cam: judge("camera", cam, self.last_frame.get(cam), "frame") for cam in expected_cameras
+        }
+        engines = {}
+        for eng in expected_engines:
+            part = judge("engine", eng, self.last_inference.get(eng), "completed inference")
+            part["failures"] = self._failures.get(eng, 0)
+            engines[eng] = part
+        mqtt: dict[str, Any] | None = None
+        if mqtt_ok is not None:
+            mqtt = {"ok": mqtt_ok}
+            if self._mqtt is not None:
+                mqtt.update(
+                    connected=self._mqtt.connected,
+                    reconnects=self._mqtt.reconnects,
+                    outbox=self._mqtt.outbox,
+                    dropped=self._mqtt.dropped,
+                )
+            if not mqtt_ok:
+                mqtt["reason"] = "not connected and the outbox is beyond its bounds"
+                unhealthy.append("mqtt")
+        healthy = not unhealthy
+        detail: dict[str, Any] = {
+            "status": "ok" if healthy else "unhealthy",
+            "unhealthy": unhealthy,
+            "max_age_s": max_age_s,
+            "cameras": cameras,
+            "engines": engines,
+            "mqtt": mqtt,
+        }
+        return healthy, detail
+
+
+class _LiveCollector:
+    """Series computed at scrape time from the last-seen times and reported stats."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        now = m._clock()
+        frame_age = GaugeMetricFamily(
+            f"{NAMESPACE}_last_frame_age_seconds",
+            "Seconds since the camera last delivered a frame.",
+            labels=["camera"],
+        )
+        for cam, seen in sorted(m.last_frame.items()):
+            frame_age.add_metric([cam], max(0.0, now - seen))
+        yield frame_age
+        infer_age = GaugeMetricFamily(
+            f"{NAMESPACE}_last_inference_age_seconds",
+            "Seconds since the engine last completed an inference.",
+            labels=["engine"],
+        )
+        for eng, seen in sorted(m.last_inference.items()):
+            infer_age.add_metric([eng], max(0.0, now - seen))
+        yield infer_age
+        threads = _os_threads()
+        if threads is not None:
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_process_threads", "OS threads of this process.", value=threads
+            )
+        stats = m._mqtt
+        if stats is not None:
+            # The sink keeps its own totals; they are exposed as they are (a sink restarted
+            # by a reload starts again at zero, which Prometheus treats as a counter reset).
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_mqtt_connected",
+                "1 while connected to the MQTT broker.",
+                value=int(stats.connected),
+            )
+            yield CounterMetricFamily(
+                f"{NAMESPACE}_mqtt_reconnects",
+                "Reconnections to the MQTT broker.",
+                value=stats.reconnects,
+            )
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_mqtt_outbox_messages",
+                "Messages waiting in the MQTT sink's outbox.",
+                value=stats.outbox,
+            )
+            yield CounterMetricFamily(
+                f"{NAMESPACE}_mqtt_dropped",
+                "Messages the MQTT sink dropped because its outbox was full.",
+                value=stats.dropped,
+            )
+        if m._gpu is not None:
+            used, total = m._gpu
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_gpu_memory_used_bytes", "GPU memory in use, bytes.", value=used
+            )
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_gpu_memory_total_bytes", "GPU memory in all, bytes.", value=total
+            )
