@@ -1,0 +1,637 @@
+"""ONNX -> TensorRT engine: build options per TensorRT version, building, and the engine cache.
+
+An engine only runs on the GPU model and the TensorRT version it was built with. Every engine
+we build gets a sidecar ``<engine>.json`` holding its ``EngineKey`` (ONNX sha256, precision,
+GPU name, compute capability, TensorRT version) and the ONNX file's metadata (class names,
+task, keypoints), which the engine itself does not carry. The cache is a folder of such
+pairs; a file name holds the whole key, and the sidecar is checked again before loading, so a
+stale engine is never loaded silently: it is rebuilt, or refused when building is disabled.
+
+Precision by TensorRT version (what this module relies on, from NVIDIA's documentation):
+
+- 8.5 - 10.x: networks are "weakly typed" by default; ``BuilderFlag.FP16`` / ``INT8`` allow
+  the builder to pick those kernels. INT8 comes either from Q/DQ nodes in the ONNX (explicit
+  quantization, from ``edgeyolo quantize --target tensorrt``) or, for a plain FP32 ONNX, from
+  the entropy calibrator fed with letterboxed frames (implicit quantization, deprecated in
+  10.x). 8.x needs ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH`` for ONNX models.
+- 11 and later: the precision flags and the implicit-quantization calibrators are gone; the
+  network is strongly typed, so precision comes from the ONNX itself: FP32 weights build FP32,
+  an FP16 ONNX builds FP16, a Q/DQ ONNX builds INT8. We refuse the combinations that cannot
+  be honoured instead of silently building another precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import structlog
+
+from edgeyolo.errors import ModelError
+
+if TYPE_CHECKING:
+    from edgeyolo.gpu import CudaContext
+
+Precision = Literal["fp32", "fp16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
+SIDECAR_FORMAT = 1
+ENGINE_SUFFIXES = frozenset({".engine", ".plan", ".trt"})
+QUANT_METADATA_KEY = "edgeyolo_quantization"  # written by edgeyolo.quantize
+
+ProgressFn = Callable[[str], None]
+
+
+# --- keys and the cache ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EngineKey:
+    """What an engine depends on; two engines with equal keys are interchangeable."""
+
+    onnx_sha256: str
+    precision: str
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    tensorrt_version: str  # "10.3.0.30"
+
+    def file_name(self, stem: str) -> str:
+        """A cache file name that holds the whole key, readable by a person."""
+        gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
+        return (
+            f"{stem}.{self.precision}.{self.onnx_sha256[:16]}."
+            f"{gpu}-sm{self.compute_capability.replace('.', '')}."
+            f"trt{self.tensorrt_version}.engine"
+        )
+
+    def stale_reasons(self, found: EngineKey) -> list[str]:
+        """Why an engine built under ``found`` must not run here (``self``); empty if it may."""
+        reasons = []
+        if found.onnx_sha256 != self.onnx_sha256:
+            reasons.append(
+                f"it was built from another ONNX file (sha256 {found.onnx_sha256[:16]}…, "
+                f"the model is now {self.onnx_sha256[:16]}…)"
+            )
+        if found.precision != self.precision:
+            reasons.append(f"it is {found.precision}, the config asks for {self.precision}")
+        if (found.gpu_name, found.compute_capability) != (self.gpu_name, self.compute_capability):
+            reasons.append(
+                f"it was built for GPU '{found.gpu_name}' (compute {found.compute_capability}), "
+                f"this is '{self.gpu_name}' (compute {self.compute_capability})"
+            )
+        if found.tensorrt_version != self.tensorrt_version:
+            reasons.append(
+                f"it was built with TensorRT {found.tensorrt_version}, "
+                f"this is TensorRT {self.tensorrt_version}"
+            )
+        return reasons
+
+    def platform_reasons(self, found: EngineKey) -> list[str]:
+        """Like ``stale_reasons`` but only GPU and TensorRT (for engines given directly)."""
+        same = EngineKey(
+            found.onnx_sha256,
+            found.precision,
+            self.gpu_name,
+            self.compute_capability,
+            self.tensorrt_version,
+        )
+        return same.stale_reasons(found)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: Path) -> EngineKey:
+        """Read a key from a sidecar, naming the file when a field is missing."""
+        try:
+            return cls(**{f: str(data[f]) for f in cls.__dataclass_fields__})
+        except KeyError as exc:
+            raise ModelError(f"{where}: engine sidecar lacks key field {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Sidecar:
+    """The ``.json`` written next to every engine edgeyolo builds."""
+
+    key: EngineKey
+    metadata: dict[str, str]
+    onnx: str = ""
+    built_at: str = ""
+    build_seconds: float = 0.0
+    format: int = SIDECAR_FORMAT
+
+    def write(self, path: Path) -> None:
+        """Write atomically (temp file + rename), so a crash never leaves half a sidecar."""
+        data = {
+            "format": self.format,
+            "key": asdict(self.key),
+            "metadata": self.metadata,
+            "onnx": self.onnx,
+            "built_at": self.built_at,
+            "build_seconds": self.build_seconds,
+        }
+        _atomic_write(path, json.dumps(data, indent=2, sort_keys=True).encode())
+
+    @classmethod
+    def read(cls, path: Path) -> Sidecar:
+        """Read a sidecar; ``ModelError`` naming the file when it is unreadable."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{path}: unreadable engine sidecar: {exc}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("key"), dict):
+            raise ModelError(f"{path}: not an edgeyolo engine sidecar (no 'key' mapping)")
+        meta = data.get("metadata") or {}
+        return cls(
+            key=EngineKey.from_dict(data["key"], path),
+            metadata={str(k): str(v) for k, v in meta.items()},
+            onnx=str(data.get("onnx", "")),
+            built_at=str(data.get("built_at", "")),
+            build_seconds=float(data.get("build_seconds", 0.0)),
+            format=int(data.get("format", 0)),
+        )
+
+
+def sidecar_path(engine: Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    return engine.with_name(engine.name + ".json")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file: {exc}") from exc
+    return h.hexdigest()
+
+
+def current_key(onnx_sha256: str, precision: str, ctx: CudaContext, trt_version: str) -> EngineKey:
+    """The key an engine built now, on this GPU, would have."""
+    major, minor = ctx.compute_capability
+    return EngineKey(onnx_sha256, precision, ctx.name, f"{major}.{minor}", trt_version)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- what the ONNX file is ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxFacts:
+    """What the build needs to know about an ONNX file."""
+
+    path: Path
+    sha256: str
+    qdq: bool  # has QuantizeLinear/DequantizeLinear nodes (explicit INT8)
+    fp16: bool  # weights (and usually I/O) are FP16
+    quantized_for: str | None  # edgeyolo quantize's target ("tensorrt", "cpu") if known
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def inspect_onnx(path: Path) -> OnnxFacts:
+    """Read the ONNX file's precision, Q/DQ nodes and metadata (not its external data)."""
+    import onnx  # noqa: PLC0415 - heavy, and only needed when building
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable ONNX model: {exc}") from exc
+    ops = {n.op_type for n in model.graph.node}
+    qdq = bool(ops & {"QuantizeLinear", "DequantizeLinear"})
+    floats = [i.data_type for i in model.graph.initializer if i.data_type in (1, 10)]
+    fp16 = bool(floats) and floats.count(10) > len(floats) // 2
+    meta = {p.key: p.value for p in model.metadata_props}
+    target = None
+    if QUANT_METADATA_KEY in meta:
+        try:
+            target = str(json.loads(meta[QUANT_METADATA_KEY]).get("target"))
+        except (ValueError, AttributeError):
+            target = None
+    return OnnxFacts(path, sha256_file(path), qdq, fp16, target, meta)
+
+
+# --- build options per TensorRT version -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildPlan:
+    """How to ask a given TensorRT for a given precision (names of TensorRT enum members)."""
+
+    network_flags: tuple[str, ...]
+    builder_flags: tuple[str, ...]
+    calibrator: bool
+    note: str
+
+
+def plan_build(  # noqa: PLR0911 - one early return per (version, precision) case reads best
+    trt_version: tuple[int, ...],
+    precision: Precision,
+    onnx: OnnxFacts,
+    have_calibration: bool,
+) -> BuildPlan:
+    """Translate a precision into network/builder flags for ``trt_version``.
+
+    Raises ``ModelError`` for a combination this TensorRT cannot build, saying what to do.
+    """
+    if precision not in PRECISIONS:
+        raise ModelError(
+            f"unknown precision '{precision}'; expected one of {', '.join(PRECISIONS)}"
+        )
+    if onnx.qdq and onnx.quantized_for not in (None, "tensorrt"):
+        raise ModelError(
+            f"{onnx.path}: this Q/DQ model was quantized for '{onnx.quantized_for}' "
+            "(unsigned activations), which TensorRT does not accept; run "
+            "`edgeyolo quantize --target tensorrt` on the FP32 model"
+        )
+    if onnx.qdq and precision != "int8":
+        raise ModelError(
+            f"{onnx.path} is INT8-quantized (Q/DQ nodes); build it with --precision int8, or "
+            f"use the FP32 model for {precision}"
+        )
+    major = trt_version[0] if trt_version else 0
+    if major >= 11:
+        # Strongly typed: the ONNX decides. The flag is the default there; name it anyway
+        # where it still exists (checked when applied).
+        net: tuple[str, ...] = ("STRONGLY_TYPED",)
+        if precision == "fp32":
+            if onnx.fp16:
+                raise ModelError(
+                    f"{onnx.path} has FP16 weights; TensorRT {major} builds it as FP16. "
+                    "Use --precision fp16, or an FP32 export for fp32"
+                )
+            return BuildPlan(net, (), calibrator=False, note="strongly typed, FP32 from the ONNX")
+        if precision == "fp16":
+            if not onnx.fp16:
+                raise ModelError(
+                    f"{onnx.path} is an FP32 model, and TensorRT {major} takes precision from "
+                    "the network (no FP16 builder flag any more): export an FP16 ONNX (e.g. "
+                    "Ultralytics `yolo export format=onnx half=True`) and build that, or use "
+                    "--precision fp32"
+                )
+            return BuildPlan(net, (), calibrator=False, note="strongly typed, FP16 from the ONNX")
+        if not onnx.qdq:
+            raise ModelError(
+                f"{onnx.path} has no Q/DQ nodes, and TensorRT {major} removed implicit INT8 "
+                "calibration: run `edgeyolo quantize --target tensorrt` and build its output "
+                "with --precision int8"
+            )
+        return BuildPlan(net, (), calibrator=False, note="strongly typed, INT8 from Q/DQ nodes")
+    net = ("EXPLICIT_BATCH",) if major < 10 else ()
+    if precision == "fp32":
+        return BuildPlan(net, (), calibrator=False, note="FP32 (TF32 allowed where the GPU has it)")
+    if precision == "fp16":
+        return BuildPlan(net, ("FP16",), calibrator=False, note="FP16 kernels allowed")
+    if onnx.qdq:
+        # FP16 too, for the layers left unquantized (the head, the decode arithmetic).
+        return BuildPlan(
+            net, ("INT8", "FP16"), calibrator=False, note="explicit INT8 from Q/DQ nodes"
+        )
+    if not have_calibration:
+        raise ModelError(
+            f"{onnx.path} has no Q/DQ nodes: INT8 needs calibration frames (edgeyolo build "
+            "--precision int8 --calib DIR_OR_VIDEO) or a Q/DQ model from `edgeyolo quantize "
+            "--target tensorrt`"
+        )
+    return BuildPlan(
+        net, ("INT8", "FP16"), calibrator=True, note="implicit INT8, entropy calibration"
+    )
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuildRequest:
+    """Everything one build needs besides the ONNX file."""
+
+    precision: Precision = "fp16"
+    workspace_mib: int = 1024
+    timing_cache: Path | None = None
+    calibration: Path | None = None  # images folder or video, for implicit INT8
+    calibration_frames: int = 64
+    calibration_cache: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What ``build_engine`` wrote."""
+
+    engine: Path
+    sidecar: Path
+    key: EngineKey
+    plan: BuildPlan
+    seconds: float
+    size_bytes: int
+
+
+def make_logger(log: Any = None) -> Any:
+    """A TensorRT ``ILogger`` forwarding to structlog, keeping the last errors for messages."""
+    import tensorrt as trt  # noqa: PLC0415 - lazily: the package must import without TensorRT
+
+    out = log or structlog.get_logger("tensorrt")
+    sev = trt.ILogger.Severity
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+            if severity in (sev.INTERNAL_ERROR, sev.ERROR):
+                self.errors = [*self.errors[-9:], msg]
+                out.error("tensorrt", message=msg)
+            elif severity == sev.WARNING:
+                out.warning("tensorrt", message=msg)
+            elif severity == sev.INFO:
+                out.debug("tensorrt", message=msg)
+
+    return _Logger()
+
+
+def _progress_monitor(progress: ProgressFn) -> Any:
+    """An ``IProgressMonitor`` (TensorRT 10+) turning phases and steps into progress lines."""
+    import tensorrt as trt  # noqa: PLC0415
+
+    class _Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+            self.depth: dict[str, int] = {}
+            self.last = 0.0
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.depth[phase_name] = self.depth.get(parent_phase or "", -1) + 1
+            self.steps[phase_name] = num_steps
+            if self.depth[phase_name] <= 1:
+                progress(f"{'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            now = time.monotonic()
+            # Builders report thousands of tactic steps; a line every 2 s is enough.
+            if self.depth.get(phase_name, 0) == 0 and now - self.last > 2.0:
+                self.last = now
+                progress(f"{phase_name}: step {step + 1}/{self.steps.get(phase_name, '?')}")
+            return True
+
+        def phase_finish(self, phase_name: str) -> None:
+            if self.depth.get(phase_name, 0) == 0:
+                progress(f"{phase_name} done")
+
+    return _Monitor()
+
+
+def _calibrator(request: BuildRequest, input_shape: tuple[int, ...], progress: ProgressFn) -> Any:
+    """An entropy calibrator (TensorRT < 11) fed with letterboxed frames, with a cache file."""
+    import tensorrt as trt  # noqa: PLC0415
+
+    from edgeyolo.gpu import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
+    from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
+    from edgeyolo.quantize import calibration_images  # noqa: PLC0415
+
+    assert request.calibration is not None
+    h, w = int(input_shape[2]), int(input_shape[3])
+    frames: Iterator[Any] = calibration_images(request.calibration, request.calibration_frames)
+    cache = request.calibration_cache
+
+    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.pre = Preprocessor(h, w)
+            self.host = PinnedBuffer((1, 3, h, w), np.float32)
+            self.device = DeviceBuffer(self.host.nbytes)
+            self.count = 0
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int]:
+            del names
+            image = next(frames, None)
+            if image is None:
+                return []  # no more batches
+            self.pre(image, self.host.array)
+            from edgeyolo.gpu import check, driver  # noqa: PLC0415
+
+            drv = driver()
+            # Synchronous copy: TensorRT reads the buffer right after get_batch returns.
+            check(drv.cuMemcpyHtoD(self.device.handle, self.host.ptr, self.host.nbytes))
+            self.count += 1
+            if self.count % 16 == 0:
+                progress(f"calibration: {self.count} frames")
+            return [self.device.ptr]
+
+        def read_calibration_cache(self) -> bytes | None:
+            if cache is not None and cache.is_file():
+                progress(f"calibration: reusing {cache}")
+                return cache.read_bytes()
+            return None
+
+        def write_calibration_cache(self, data: Any) -> None:
+            if cache is not None:
+                _atomic_write(cache, bytes(data))
+
+        def close(self) -> None:
+            self.device.close()
+            self.host.close()
+
+    return _EntropyCalibrator()
+
+
+def build_engine(
+    onnx_path: Path,
+    out: Path,
+    request: BuildRequest,
+    ctx: CudaContext,
+    *,
+    progress: ProgressFn | None = None,
+    facts: OnnxFacts | None = None,
+) -> BuildResult:
+    """Build ``onnx_path`` into ``out`` (+ sidecar), reusing and updating the timing cache."""
+    import tensorrt as trt  # noqa: PLC0415
+
+    from edgeyolo.engines.trt_runtime import import_tensorrt, tensorrt_version  # noqa: PLC0415
+
+    import_tensorrt()  # a clear BackendUnavailableError instead of AttributeErrors below
+    say: ProgressFn = progress or (lambda _msg: None)
+    log = structlog.get_logger().bind(onnx=str(onnx_path), precision=request.precision)
+    facts = facts or inspect_onnx(onnx_path)
+    version = tensorrt_version(trt)
+    plan = plan_build(version, request.precision, facts, request.calibration is not None)
+    key = current_key(facts.sha256, request.precision, ctx, trt.__version__)
+    say(f"building {out.name}: {plan.note}, TensorRT {trt.__version__} on {ctx.name}")
+    start = time.perf_counter()
+
+    logger = make_logger(log)
+    builder = trt.Builder(logger)
+    net_flags = 0
+    for name in plan.network_flags:
+        member = getattr(trt.NetworkDefinitionCreationFlag, name, None)
+        if member is not None:  # e.g. STRONGLY_TYPED may be implicit in TensorRT 11
+            net_flags |= 1 << int(member)
+    network = builder.create_network(net_flags)
+    parser = trt.OnnxParser(network, logger)
+    parsed: bool = parser.parse_from_file(str(onnx_path))
+    if not parsed:
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+        raise ModelError(f"{onnx_path}: TensorRT's ONNX parser failed: {'; '.join(errors)}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+    for name in plan.builder_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    if hasattr(config, "progress_monitor"):
+        config.progress_monitor = _progress_monitor(say)
+    cache_bytes = b""
+    if request.timing_cache is not None and request.timing_cache.is_file():
+        cache_bytes = request.timing_cache.read_bytes()
+        say(f"timing cache: {request.timing_cache} ({len(cache_bytes) // 1024} KiB)")
+    timing_cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    calibrator = None
+    if plan.calibrator:
+        inp = network.get_input(0)
+        calibrator = _calibrator(request, tuple(inp.shape[i] for i in range(len(inp.shape))), say)
+        config.int8_calibrator = calibrator
+    try:
+        # None on failure, whatever the stubs say.
+        serialized: trt.IHostMemory | None = builder.build_serialized_network(network, config)
+    finally:
+        if calibrator is not None:
+            calibrator.close()
+    if serialized is None:
+        detail = "; ".join(logger.errors) or "see the log above"
+        raise ModelError(f"{onnx_path}: TensorRT could not build an engine: {detail}")
+    data = bytes(memoryview(serialized))
+    _atomic_write(out, data)
+    if request.timing_cache is not None:
+        _atomic_write(
+            request.timing_cache, bytes(memoryview(config.get_timing_cache().serialize()))
+        )
+    seconds = time.perf_counter() - start
+    side = sidecar_path(out)
+    Sidecar(
+        key=key,
+        metadata=facts.metadata,
+        onnx=str(onnx_path),
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        build_seconds=round(seconds, 1),
+    ).write(side)
+    log.info("engine built", engine=str(out), seconds=round(seconds, 1), bytes=len(data))
+    say(f"built {out} in {seconds:.1f} s ({len(data) / 1e6:.1f} MB)")
+    return BuildResult(out, side, key, plan, seconds, len(data))
+
+
+# --- the cache, as the service uses it ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedEngine:
+    """The engine file to load and what is known about it."""
+
+    path: Path
+    metadata: dict[str, str]
+    built: bool
+
+
+def timing_cache_path(cache_dir: Path, key: EngineKey) -> Path:
+    """Timing caches are specific to the GPU and TensorRT version, like engines."""
+    name = key.file_name("timing").split(".", 3)[3].removesuffix(".engine")
+    return cache_dir / f"timing.{name}.cache"
+
+
+def resolve_onnx(
+    onnx_path: Path,
+    precision: Precision,
+    *,
+    cache_dir: Path,
+    ctx: CudaContext,
+    trt_version: str,
+    allow_build: bool,
+    workspace_mib: int = 1024,
+    progress: ProgressFn | None = None,
+) -> ResolvedEngine:
+    """The cached engine for ``onnx_path`` on this GPU and TensorRT, built when missing."""
+    log = structlog.get_logger().bind(onnx=str(onnx_path), precision=precision)
+    facts = inspect_onnx(onnx_path)
+    key = current_key(facts.sha256, precision, ctx, trt_version)
+    engine = cache_dir / key.file_name(onnx_path.stem)
+    side = sidecar_path(engine)
+    problems: list[str] = []
+    if engine.is_file() and side.is_file():
+        found = Sidecar.read(side)
+        problems = key.stale_reasons(found.key)
+        if not problems:
+            return ResolvedEngine(engine, found.metadata or facts.metadata, built=False)
+    elif engine.is_file():
+        problems = ["it has no sidecar .json (an interrupted build?)"]
+    # Engines of the same model and precision for other GPUs / TensorRT versions: say so.
+    prefix = f"{onnx_path.stem}.{precision}.{facts.sha256[:16]}."
+    for other in sorted(cache_dir.glob(prefix + "*.engine")) if cache_dir.is_dir() else []:
+        if other != engine and sidecar_path(other).is_file():
+            theirs = Sidecar.read(sidecar_path(other)).key
+            problems += [f"{other.name}: {r}" for r in key.stale_reasons(theirs)]
+    if not allow_build:
+        why = "; ".join(problems) if problems else "no engine has been built for it yet"
+        raise ModelError(
+            f"{onnx_path}: no usable TensorRT engine in {cache_dir} for {precision} on "
+            f"'{key.gpu_name}' with TensorRT {trt_version} ({why}), and tensorrt.build is "
+            f"false: run `edgeyolo build {onnx_path} --precision {precision}` on this machine "
+            "or set tensorrt.build: true"
+        )
+    if problems:
+        log.warning("rebuilding stale engine", reasons=problems)
+    result = build_engine(
+        onnx_path,
+        engine,
+        BuildRequest(
+            precision=precision,
+            workspace_mib=workspace_mib,
+            timing_cache=timing_cache_path(cache_dir, key),
+        ),
+        ctx,
+        progress=progress or (lambda msg: log.info("build", progress=msg)),
+        facts=facts,
+    )
+    return ResolvedEngine(result.engine, facts.metadata, built=True)
+
+
+def check_engine_file(engine: Path, ctx: CudaContext, trt_version: str) -> dict[str, str]:
+    """For an engine given directly: refuse one whose sidecar names another GPU or TensorRT.
+
+    Returns the sidecar's metadata (empty when there is no sidecar: TensorRT then checks the
+    version itself when deserializing).
+    """
+    side = sidecar_path(engine)
+    if not side.is_file():
+        return {}
+    found = Sidecar.read(side)
+    here = current_key(found.key.onnx_sha256, found.key.precision, ctx, trt_version)
+    problems = here.platform_reasons(found.key)
+    if problems:
+        source = f" `edgeyolo build {found.onnx}`" if found.onnx else " edgeyolo build"
+        raise ModelError(
+            f"{engine}: this engine cannot run here: {'; '.join(problems)}. Rebuild it on "
+            f"this machine with{source}, or point the model at the .onnx file so that it is "
+            "built and cached automatically"
+        )
+    return found.metadata
