@@ -73,8 +73,12 @@ def open_runners(config: Config, backend: Backend) -> list[ModelRunner]:
                 ModelRunner(m, engine, labels, Thresholds(m.conf, m.iou, m.max_det, class_ids))
             )
             _log.info(
-                "model loaded", model=m.name, path=str(m.path), task=engine.info.task,
-                classes=engine.info.num_classes, input=list(engine.info.input.shape),
+                "model loaded",
+                model=m.name,
+                path=str(m.path),
+                task=engine.info.task,
+                classes=engine.info.num_classes,
+                input=list(engine.info.input.shape),
                 load_ms=round((time.perf_counter() - t) * 1e3, 1),
             )
     except Exception:
@@ -92,8 +96,8 @@ def build_sinks(config: Config, runners: list[ModelRunner], options: RunOptions)
     if config.sinks.mqtt is not None:
         from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - only importer of aiomqtt
 
-        topology = [
-            (cam.name, r.name, r.config.task, _reported_labels(r))
+        topology: list[tuple[str, str, str, list[str]]] = [
+            (cam.name, r.name, str(r.config.task), _reported_labels(r))
             for cam in config.cameras
             for r in runners
             if r.config.cameras is None or cam.name in r.config.cameras
@@ -123,7 +127,7 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
     sources: list[CaptureSource] = []
     stop_requested = asyncio.Event()
     exit_code = 0
-    installed_signals: list[int] = []
+    installed_signals: list[signal.Signals] = []
     try:
         runners = open_runners(config, backend)
         sinks = build_sinks(config, runners, options)
@@ -135,19 +139,29 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
             src = CaptureSource(cam_cfg, loop_file=options.loop)
             await src.start()
             sources.append(src)
-            cam_runners = [r for r in runners if r.config.cameras is None or cam.name in r.config.cameras]
+            cam_runners = [
+                r for r in runners if r.config.cameras is None or cam.name in r.config.cameras
+            ]
             if not cam_runners:
                 _log.warning("camera has no models; it is not run", camera=cam.name)
                 continue
             tel = CameraTelemetry(
-                cam.name, structlog.get_logger("edgeyolo.telemetry").bind(camera=cam.name),
+                cam.name,
+                structlog.get_logger("edgeyolo.telemetry").bind(camera=cam.name),
                 frame_sample=config.logging.frame_sample,
                 summary_interval_s=config.logging.summary_interval_s,
             )
             tel.keep_all = options.keep_timings
             pipelines.append(
-                CameraPipeline(src, cam_runners, backend, sinks, tel,
-                               max_frames=options.max_frames, sequential=options.sequential)
+                CameraPipeline(
+                    src,
+                    cam_runners,
+                    backend,
+                    sinks,
+                    tel,
+                    max_frames=options.max_frames,
+                    sequential=options.sequential,
+                )
             )
 
         def request_stop(signame: str) -> None:
@@ -164,12 +178,16 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
                     loop.add_signal_handler(sig, request_stop, sig.name)
                     installed_signals.append(sig)
 
-        _log.info("running", cameras=[p.camera for p in pipelines], models=[r.name for r in runners])
+        _log.info(
+            "running", cameras=[p.camera for p in pipelines], models=[r.name for r in runners]
+        )
         tasks = [asyncio.create_task(p.run(), name=f"camera-{p.camera}") for p in pipelines]
-        stopper = asyncio.create_task(stop_requested.wait())
-        pending = set(tasks)
+        stopper: asyncio.Task[Any] = asyncio.create_task(stop_requested.wait())
+        pending: set[asyncio.Task[Any]] = set(tasks)
         while pending:
-            done, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            done, pending = await asyncio.wait(
+                pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
+            )
             pending.discard(stopper)
             for t in done:
                 if t is not stopper and t.exception() is not None:
@@ -180,8 +198,10 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
                 # Sources are stopped: in-flight frames finish, within the time limit.
                 _, still = await asyncio.wait(pending, timeout=config.pipeline.stop_timeout_s)
                 if still:
-                    _log.error("in-flight frames did not finish in time; cancelling",
-                               cameras=[t.get_name() for t in still])
+                    _log.error(
+                        "in-flight frames did not finish in time; cancelling",
+                        cameras=[t.get_name() for t in still],
+                    )
                     for t in still:
                         t.cancel()
                     await asyncio.gather(*still, return_exceptions=True)
@@ -210,8 +230,13 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
     frames = {p.camera: p.frames_done for p in pipelines}
     dropped = {p.camera: p.source.stats.dropped for p in pipelines}
     _log.info("stopped", frames=frames, dropped=dropped, exit_code=exit_code)
-    return RunResult(exit_code, frames, dropped, time.perf_counter() - started,
-                     {p.camera: p.telemetry for p in pipelines})
+    return RunResult(
+        exit_code,
+        frames,
+        dropped,
+        time.perf_counter() - started,
+        {p.camera: p.telemetry for p in pipelines},
+    )
 
 
 def run(config: Config, options: RunOptions | None = None) -> RunResult:

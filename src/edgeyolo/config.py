@@ -53,10 +53,10 @@ class CameraConfig(_Strict):
     )
     pace: Literal["native", "fast"] = Field(
         "native",
-        description="Files only: 'native' plays at the file's fps, 'fast' reads as fast as possible.",
+        description="Files only: 'native' plays at the file's fps, 'fast' reads flat out.",
     )
     loop: bool = Field(False, description="Files only: start again at the end instead of stopping.")
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)  # type: ignore[arg-type]
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
 
     @field_validator("source")
     @classmethod
@@ -154,7 +154,7 @@ class JsonlSinkConfig(_Strict):
 class SinksConfig(_Strict):
     """Where events go."""
 
-    jsonl: JsonlSinkConfig = Field(default_factory=JsonlSinkConfig)  # type: ignore[arg-type]
+    jsonl: JsonlSinkConfig = Field(default_factory=JsonlSinkConfig)
     mqtt: MqttConfig | None = Field(None, description="MQTT output; None: off.")
 
 
@@ -172,11 +172,11 @@ class Config(_Strict):
     backend: BackendName = Field("auto", description="Inference backend.")
     cameras: list[CameraConfig] = Field(min_length=1, description="Frame sources.")
     models: list[ModelConfig] = Field(min_length=1, description="Models to run.")
-    onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig)  # type: ignore[arg-type]
-    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)  # type: ignore[arg-type]
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)  # type: ignore[arg-type]
-    sinks: SinksConfig = Field(default_factory=SinksConfig)  # type: ignore[arg-type]
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)  # type: ignore[arg-type]
+    onnxruntime: OnnxRuntimeConfig = Field(default_factory=OnnxRuntimeConfig)
+    tensorrt: TensorRTConfig = Field(default_factory=TensorRTConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
 
     @model_validator(mode="after")
     def _names_and_references(self) -> Config:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import IO, Literal
+from typing import Literal, TextIO
 
 import structlog
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-          "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto",
     level: str = "info",
-    stream: IO[str] | None = None,
+    stream: TextIO | None = None,
 ) -> None:
     """Send structured logs to ``stream`` (stderr): JSON lines, or console on a terminal.
 
@@ -45,5 +49,9 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     # Libraries that use stdlib logging (aiomqtt, amqtt) go to the same stream.
-    logging.basicConfig(stream=out, level=max(LEVELS.get(level, logging.INFO), logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        stream=out,
+        level=max(LEVELS.get(level, logging.INFO), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )

@@ -71,11 +71,11 @@ class ModelRunner:
         labels = self.labels
         return tuple(
             Detection(
-                box=tuple(boxes[i]),  # type: ignore[arg-type]
+                box=tuple(boxes[i]),
                 conf=scores[i],
                 class_id=ids[i],
                 label=labels[ids[i]] if ids[i] < len(labels) else str(ids[i]),
-                keypoints=None if kpts is None else tuple(tuple(p) for p in kpts[i]),  # type: ignore[misc]
+                keypoints=None if kpts is None else tuple(tuple(p) for p in kpts[i]),
             )
             for i in range(len(scores))
         )
@@ -136,7 +136,9 @@ class CameraPipeline:
                 frame = await self.source.next()
                 if frame is None:
                     break
-                timings = FrameTimings(seq=frame.seq, capture_wait_ms=(time.perf_counter_ns() - t0) * _ms)
+                timings = FrameTimings(
+                    seq=frame.seq, capture_wait_ms=(time.perf_counter_ns() - t0) * _ms
+                )
                 if self.metrics is not None:
                     self.metrics.frame_captured(self.camera)
                 ss = self._slotsets[n % 2]
@@ -187,7 +189,9 @@ class CameraPipeline:
                     self.metrics.engine_failed(runner.name)
                 if runner.failures in {1, 10, 100} or runner.failures % 1000 == 0:
                     self.log.error(
-                        "engine failed", model=runner.name, failures=runner.failures,
+                        "engine failed",
+                        model=runner.name,
+                        failures=runner.failures,
                         error=f"{type(result).__name__}: {result}",
                     )
                 continue
@@ -201,9 +205,14 @@ class CameraPipeline:
             timings.post_ms[runner.name] = (time.perf_counter_ns() - t) * _ms
             events.append(
                 DetectionEvent(
-                    camera=self.camera, model=runner.name, task=runner.config.task,
-                    seq=frame.seq, timestamp=frame.timestamp, width=frame.width,
-                    height=frame.height, detections=detections,
+                    camera=self.camera,
+                    model=runner.name,
+                    task=runner.config.task,
+                    seq=frame.seq,
+                    timestamp=frame.timestamp,
+                    width=frame.width,
+                    height=frame.height,
+                    detections=detections,
                     latency_ms=(time.monotonic_ns() - frame.captured_ns) * _ms,
                 )
             )

@@ -9,6 +9,8 @@ changes, since the image always lands on the same pixels for frames of one size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +23,7 @@ MIN_SIDE = 8
 MAX_SIDE = 16384
 
 
-def as_bgr(image: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
+def as_bgr(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     """Return ``image`` as HxWx3 uint8 BGR, converting grey, BGRA and 16-bit images.
 
     Raises ``SourceError`` for shapes that are not images at all, or absurdly small/large ones.
@@ -29,7 +31,9 @@ def as_bgr(image: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3:
-        raise SourceError(f"frame has {image.ndim} dimensions (shape {image.shape}); expected HxWxC")
+        raise SourceError(
+            f"frame has {image.ndim} dimensions (shape {image.shape}); expected HxWxC"
+        )
     h, w, c = image.shape
     if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise SourceError(f"frame of {w}x{h} pixels is outside {MIN_SIDE}..{MAX_SIDE} per side")
@@ -74,7 +78,9 @@ class Preprocessor:
     def __call__(self, image: npt.NDArray[np.uint8], out: npt.NDArray[np.floating]) -> Letterbox:
         """Write ``image`` (HxWx3 BGR uint8) letterboxed as 1x3xHxW RGB/255 into ``out``."""
         if out.shape != (1, 3, self.dst_h, self.dst_w):
-            raise ValueError(f"output buffer shape {out.shape} != (1, 3, {self.dst_h}, {self.dst_w})")
+            raise ValueError(
+                f"output buffer shape {out.shape} != (1, 3, {self.dst_h}, {self.dst_w})"
+            )
         h, w = image.shape[:2]
         lb = self.letterbox(w, h)
         key = out.__array_interface__["data"][0]
@@ -85,7 +91,7 @@ class Preprocessor:
             resized = image
         else:
             assert self._resized is not None
-            resized = cv2.resize(
+            resized = cv2.resize(  # type: ignore[assignment]
                 image, (lb.new_w, lb.new_h), dst=self._resized, interpolation=cv2.INTER_LINEAR
             )
         cv2.split(resized, self._planes)

@@ -15,7 +15,10 @@ DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", type=Path, default=None,
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
         help=f"config file (default: the bundled demo, {DEMO_CONFIG.name})",
     )
 

@@ -37,7 +37,9 @@ def _seed_nms(boxes: Any, scores: Any, thr: float) -> list[int]:
         yy2 = np.minimum(boxes[i, 3], boxes[order[1:], 3])
         inter = np.maximum(0, xx2 - xx1) * np.maximum(0, yy2 - yy1)
         area_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
-        areas = (boxes[order[1:], 2] - boxes[order[1:], 0]) * (boxes[order[1:], 3] - boxes[order[1:], 1])
+        areas = (boxes[order[1:], 2] - boxes[order[1:], 0]) * (
+            boxes[order[1:], 3] - boxes[order[1:], 1]
+        )
         iou = inter / (area_i + areas - inter + 1e-9)
         order = order[1:][iou <= thr]
     return keep
@@ -68,15 +70,35 @@ class SeedPipeline:
                 conf = scores[np.arange(len(ids)), ids]
                 m = conf > 0.3
                 b = out[m, :4]
-                xyxy = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2,
-                                 b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1) / scale
+                xyxy = (
+                    np.stack(
+                        [
+                            b[:, 0] - b[:, 2] / 2,
+                            b[:, 1] - b[:, 3] / 2,
+                            b[:, 0] + b[:, 2] / 2,
+                            b[:, 1] + b[:, 3] / 2,
+                        ],
+                        1,
+                    )
+                    / scale
+                )
                 cv2.dnn.NMSBoxes(xyxy.astype(int).tolist(), conf[m].tolist(), 0.3, 0.1)
             else:
                 conf = out[:, 4]
                 m = conf > 0.1
                 b = out[m, :4]
-                xyxy = np.stack([b[:, 0] - b[:, 2] / 2, b[:, 1] - b[:, 3] / 2,
-                                 b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2], 1) / scale
+                xyxy = (
+                    np.stack(
+                        [
+                            b[:, 0] - b[:, 2] / 2,
+                            b[:, 1] - b[:, 3] / 2,
+                            b[:, 0] + b[:, 2] / 2,
+                            b[:, 1] + b[:, 3] / 2,
+                        ],
+                        1,
+                    )
+                    / scale
+                )
                 keep = _seed_nms(xyxy, conf[m], 0.45)
                 kpts = out[m][keep, 5:].reshape(-1, 17, 3)
                 kpts[..., :2] /= scale

@@ -12,7 +12,8 @@ from edgeyolo.errors import ConfigError, EdgeYoloError
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "check-config", help="validate a config file",
+        "check-config",
+        help="validate a config file",
         description="Check a config file: every error is printed as key path, value and "
         "message. Models are opened to check their task and classes (--no-models skips that).",
     )
@@ -49,6 +50,8 @@ def main(args: argparse.Namespace) -> int:
     if problems:
         print(f"{path}: {problems} error(s)", file=sys.stderr)
         return 1
-    print(f"{path}: ok ({len(cfg.cameras)} camera(s), {len(cfg.models)} model(s), "
-          f"backend {cfg.backend})")
+    print(
+        f"{path}: ok ({len(cfg.cameras)} camera(s), {len(cfg.models)} model(s), "
+        f"backend {cfg.backend})"
+    )
     return 0

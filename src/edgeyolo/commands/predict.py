@@ -23,20 +23,30 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "predict", help="run one model on images/videos and print JSON lines",
+        "predict",
+        help="run one model on images/videos and print JSON lines",
         description="Run one model (ONNX Runtime) on images or videos; print one JSON line "
         "per image or video frame with boxes in source pixels.",
     )
     p.add_argument("--model", type=Path, required=True, help="an Ultralytics-format .onnx file")
-    p.add_argument("--task", choices=["detect", "pose"], default=None,
-                   help="check the model is this task (default: from the model's metadata)")
+    p.add_argument(
+        "--task",
+        choices=["detect", "pose"],
+        default=None,
+        help="check the model is this task (default: from the model's metadata)",
+    )
     p.add_argument("--conf", type=float, default=0.25, help="confidence threshold (0.25)")
     p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (0.7)")
     p.add_argument("--max-det", type=int, default=300, help="most detections per image (300)")
-    p.add_argument("--imgsz", type=int, default=None,
-                   help="model input size; must match a static model (default: from the model)")
-    p.add_argument("--classes", default=None,
-                   help="comma-separated class ids or labels to keep (default: all)")
+    p.add_argument(
+        "--imgsz",
+        type=int,
+        default=None,
+        help="model input size; must match a static model (default: from the model)",
+    )
+    p.add_argument(
+        "--classes", default=None, help="comma-separated class ids or labels to keep (default: all)"
+    )
     p.add_argument("sources", nargs="+", type=Path, metavar="IMAGE_OR_VIDEO")
     p.set_defaults(func=main)
 
@@ -61,7 +71,7 @@ def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
         if not ok:
             raise SourceError(f"{path}: OpenCV cannot decode this video (codec or format)")
         n = 0
-        while ok:
+        while ok and image is not None:
             yield n, as_bgr(image)
             n += 1
             ok, image = cap.read()
@@ -91,8 +101,15 @@ def main(args: argparse.Namespace) -> int:
     classes: list[int | str] | None = None
     if args.classes:
         classes = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
-    cfg = ModelConfig(name=args.model.stem, path=args.model, task=args.task or info.task,
-                      conf=args.conf, iou=args.iou, max_det=args.max_det, classes=classes)
+    cfg = ModelConfig(
+        name=args.model.stem,
+        path=args.model,
+        task=args.task or info.task,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
+        classes=classes,
+    )
     labels, class_ids = check_model(cfg, info)
     engine = OnnxRuntimeEngine(cfg.name, session, info, pool=None)  # type: ignore[arg-type]
     runner = ModelRunner(cfg, engine, labels, Thresholds(cfg.conf, cfg.iou, cfg.max_det, class_ids))
@@ -104,8 +121,10 @@ def main(args: argparse.Namespace) -> int:
             lb = pre(image, blob)
             dets = runner.decode(engine.run_sync(blob), lb)
             record: dict[str, Any] = {
-                "source": str(path), "frame": n,
-                "width": int(image.shape[1]), "height": int(image.shape[0]),
+                "source": str(path),
+                "frame": n,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
                 "detections": [d.to_dict() for d in runner.to_detections(dets)],
             }
             out.write(json.dumps(record, separators=(",", ":")) + "\n")

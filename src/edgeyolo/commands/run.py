@@ -9,18 +9,27 @@ from edgeyolo.commands._common import add_config_arg, load
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "run", help="run the service (default: the bundled demo)",
+        "run",
+        help="run the service (default: the bundled demo)",
         description="Run every camera through its models and publish events. Events go to "
         "stdout as JSON lines (sinks.jsonl), logs to stderr. Stops at the end of file sources, "
         "or on SIGINT/SIGTERM.",
     )
     add_config_arg(p)
-    p.add_argument("--max-frames", type=int, default=None, metavar="N",
-                   help="stop each camera after N frames")
-    p.add_argument("--loop", action="store_true", default=None,
-                   help="loop file sources instead of stopping at their end")
-    p.add_argument("--fast", action="store_true",
-                   help="read file sources as fast as possible instead of at their native fps")
+    p.add_argument(
+        "--max-frames", type=int, default=None, metavar="N", help="stop each camera after N frames"
+    )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        default=None,
+        help="loop file sources instead of stopping at their end",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="read file sources as fast as possible instead of at their native fps",
+    )
     p.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.set_defaults(func=main)
@@ -30,6 +39,7 @@ def main(args: argparse.Namespace) -> int:
     from edgeyolo.app import RunOptions, run  # noqa: PLC0415 - heavy imports after parsing
 
     cfg = load(args.config, args.log_format, args.log_level)
-    options = RunOptions(max_frames=args.max_frames, loop=args.loop,
-                         pace="fast" if args.fast else None)
+    options = RunOptions(
+        max_frames=args.max_frames, loop=args.loop, pace="fast" if args.fast else None
+    )
     return run(cfg, options).exit_code

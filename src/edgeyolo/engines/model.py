@@ -56,7 +56,9 @@ def info_from_metadata(
     elif isinstance(names_raw, list):
         names = dict(enumerate(str(v) for v in names_raw))
     kpt = _literal(meta, "kpt_shape", path)
-    kpt_shape = (int(kpt[0]), int(kpt[1])) if isinstance(kpt, list | tuple) and len(kpt) == 2 else None
+    kpt_shape = (
+        (int(kpt[0]), int(kpt[1])) if isinstance(kpt, list | tuple) and len(kpt) == 2 else None
+    )
     task_meta = meta.get("task")
     task: Task
     if task_meta in {"detect", "pose"}:
@@ -101,7 +103,9 @@ def read_labels(model: ModelConfig, info: ModelInfo) -> list[str]:
     else:
         return [str(i) for i in range(n)]
     if len(labels) != n:
-        raise ModelError(f"{where}: {len(labels)} labels, but model {info.path.name} has {n} classes")
+        raise ModelError(
+            f"{where}: {len(labels)} labels, but model {info.path.name} has {n} classes"
+        )
     return labels
 
 

@@ -30,14 +30,18 @@ def _ort() -> Any:
     try:
         import onnxruntime  # noqa: PLC0415 - keeps `edgeyolo --help` fast
     except ImportError as exc:  # pragma: no cover - a hard dependency
-        raise BackendUnavailableError("onnxruntime is not installed: pip install onnxruntime") from exc
+        raise BackendUnavailableError(
+            "onnxruntime is not installed: pip install onnxruntime"
+        ) from exc
     return onnxruntime
 
 
 def _spec(arg: Any, path: Path) -> TensorSpec:
     dtype = _ORT_TYPES.get(arg.type)
     if dtype is None:
-        raise ModelError(f"{path}: tensor '{arg.name}' has type {arg.type}; expected float or float16")
+        raise ModelError(
+            f"{path}: tensor '{arg.name}' has type {arg.type}; expected float or float16"
+        )
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(dtype))
 

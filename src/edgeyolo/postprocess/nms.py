@@ -57,4 +57,4 @@ def nms(
                 if len(keep) >= limit:
                     break
                 alive &= ~(_iou_rows(boxes, areas, i) > iou_threshold)
-    return order[np.asarray(keep, np.intp)]  # type: ignore[no-any-return]
+    return order[np.asarray(keep, np.intp)]

@@ -24,7 +24,8 @@ class JsonlSink:
         if self._path == "-":
             self._fh = sys.stdout
         else:
-            self._fh = Path(self._path).open("a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            # Opening a local file once at start-up; not worth an executor hop.
+            self._fh = Path(self._path).open("a", encoding="utf-8")  # noqa: SIM115, ASYNC230
             self._owned = True
 
     async def emit(self, event: Event) -> None:

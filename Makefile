@@ -1,0 +1,53 @@
+# Two entry points do all set-up on a fresh machine (see README):
+#   make demo   - venv + package, then `edgeyolo run` on the bundled demo (no GPU, no broker)
+#   make test   - venv + test tools (+ mosquitto from apt when missing), lint, types, tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
+# TensorRT's type stubs depend on the `tensorrt` wheel, which cannot install here, so they
+# come in with --no-deps (pip cannot say that inside pyproject extras).
+TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
+
+.PHONY: demo test lint typecheck pytest system-deps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps $(TENSORRT_STUBS)
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/edgeyolo run
+
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || command -v /usr/sbin/mosquitto >/dev/null 2>&1 || { \
+	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; }
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(TEST_STAMP)
+	$(BIN)/mypy
+
+pytest: $(TEST_STAMP) system-deps
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/edgeyolo bench --cpu-stages --frames 100
+	$(BIN)/edgeyolo bench --frames 60
+	$(BIN)/edgeyolo bench --frames 60 --sequential
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,118 @@
+"""The service end to end on the demo video: events out, logs out, clean stops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import DEMO_CONFIG, REPO, edgeyolo_cmd
+from edgeyolo.app import RunOptions, run_service
+from edgeyolo.config import load_config
+from edgeyolo.log import configure_logging
+
+pytestmark = pytest.mark.slow
+
+
+def demo_config(tmp_path: Path, **changes: object) -> Path:
+    """The bundled demo config with changes, written next to the repo's paths."""
+    data = yaml.safe_load(DEMO_CONFIG.read_text())
+    for cam in data["cameras"]:
+        cam["source"] = str((DEMO_CONFIG.parent / cam["source"]).resolve())
+    for m in data["models"]:
+        m["path"] = str((DEMO_CONFIG.parent / m["path"]).resolve())
+    data.update(changes)
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_demo_run_streams_events_and_logs():
+    """`edgeyolo run` (no -c: the bundled demo) gives 4 models' events per frame on stdout."""
+    res = subprocess.run(
+        edgeyolo_cmd("run", "--max-frames", "24", "--fast", "--log-format", "json"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(events) == 24 * 4
+    models = {"det-fp32", "det-int8", "pose-fp32", "pose-int8"}
+    assert {e["model"] for e in events} == models
+    by_seq: dict[int, set[str]] = {}
+    for e in events:
+        assert e["schema_version"] == 1
+        assert e["type"] == "detections"
+        assert (e["width"], e["height"]) == (960, 540)
+        by_seq.setdefault(e["seq"], set()).add(e["model"])
+    assert all(v == models for v in by_seq.values())
+    det = [e for e in events if e["model"] == "det-fp32"]
+    with_person = [e for e in det if any(d["label"] == "person" for d in e["detections"])]
+    assert len(with_person) >= 0.9 * len(det)
+    pose = [e for e in events if e["model"] == "pose-fp32"]
+    people = [d for e in pose for d in e["detections"]]
+    assert len(people) >= 2 * len(pose)  # 3 to 5 walkers are in view in every frame
+    for d in people:
+        assert len(d["keypoints"]) == 17
+        assert all(0 <= x <= 960 and 0 <= y <= 540 and 0 <= c <= 1 for x, y, c in d["keypoints"])
+    logs = [json.loads(line) for line in res.stderr.splitlines() if line.startswith("{")]
+    names = [entry["event"] for entry in logs]
+    assert "frame" in names
+    assert "summary" in names
+    frame_line = next(entry for entry in logs if entry["event"] == "frame")
+    assert set(frame_line["infer_ms"]) == models
+    assert frame_line["e2e_ms"] > 0
+    assert names[-1] == "stopped"
+
+
+def test_sigterm_stops_cleanly_with_exit_0(tmp_path):
+    """SIGTERM during a looping run drains, logs 'stopped' and exits 0 in time."""
+    proc = subprocess.Popen(
+        edgeyolo_cmd("run", "-c", str(demo_config(tmp_path)), "--loop", "--log-format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # wait for the first event
+        assert json.loads(first)["type"] == "detections"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert time.monotonic() - t0 < 12
+    last = json.loads(err.strip().splitlines()[-1])
+    assert last["event"] == "stopped"
+    assert last["exit_code"] == 0
+    del out
+
+
+def test_signal_in_process_leaves_no_threads(tmp_path):
+    """A SIGINT handled by the service leaves no capture or inference thread behind."""
+    configure_logging("json", "warning")
+    cfg = load_config(demo_config(tmp_path))
+    before = {t.ident for t in threading.enumerate()}
+
+    async def main() -> int:
+        task = asyncio.create_task(run_service(cfg, RunOptions(loop=True, jsonl=False)))
+        await asyncio.sleep(3)
+        os.kill(os.getpid(), signal.SIGINT)
+        return (await asyncio.wait_for(task, 30)).exit_code
+
+    assert asyncio.run(main()) == 0
+    leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert leftover == []
