@@ -37,7 +37,9 @@ class Letterbox:
 
     Ultralytics' geometry for a static input: scale by ``gain = min(dst_h/src_h, dst_w/src_w)``,
     resized side rounded, centred padding with the odd pixel going to the bottom/right.
-    ``to_source`` inverts it exactly as Ultralytics' ``scale_boxes`` does.
+    The inverse divides by the resize ratio actually applied on each axis
+    (``new_w/src_w``, ``new_h/src_h``: they differ from ``gain`` when a side was rounded), as
+    Ultralytics' ``scale_boxes`` does.
     """
 
     src_w: int
@@ -56,8 +58,8 @@ class Letterbox:
         if src_w <= 0 or src_h <= 0:
             raise ValueError(f"image size must be positive, got {src_w}x{src_h}")
         gain = min(dst_h / src_h, dst_w / src_w)
-        new_w = min(dst_w, round(src_w * gain))
-        new_h = min(dst_h, round(src_h * gain))
+        new_w = min(dst_w, max(1, round(src_w * gain)))
+        new_h = min(dst_h, max(1, round(src_h * gain)))
         dw = (dst_w - new_w) / 2
         dh = (dst_h - new_h) / 2
         # Ultralytics: top/left = round(d - 0.1), so the odd pixel goes to bottom/right.
@@ -65,11 +67,22 @@ class Letterbox:
         pad_top = round(dh - 0.1)
         return cls(src_w, src_h, dst_w, dst_h, gain, new_w, new_h, pad_left, pad_top)
 
+    @property
+    def gain_x(self) -> float:
+        """Horizontal resize ratio actually applied."""
+        return self.new_w / self.src_w
+
+    @property
+    def gain_y(self) -> float:
+        """Vertical resize ratio actually applied."""
+        return self.new_h / self.src_h
+
     def boxes_to_source(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Map Nx4 xyxy boxes in input pixels back to source pixels, clipped, in place."""
         boxes[:, 0::2] -= self.pad_left
         boxes[:, 1::2] -= self.pad_top
-        boxes /= self.gain
+        boxes[:, 0::2] /= np.float32(self.gain_x)
+        boxes[:, 1::2] /= np.float32(self.gain_y)
         np.clip(boxes[:, 0::2], 0, self.src_w, out=boxes[:, 0::2])
         np.clip(boxes[:, 1::2], 0, self.src_h, out=boxes[:, 1::2])
         return boxes
@@ -78,7 +91,8 @@ class Letterbox:
         """Map ...x2 points in input pixels back to source pixels, clipped, in place."""
         xy[..., 0] -= self.pad_left
         xy[..., 1] -= self.pad_top
-        xy /= self.gain
+        xy[..., 0] /= np.float32(self.gain_x)
+        xy[..., 1] /= np.float32(self.gain_y)
         np.clip(xy[..., 0], 0, self.src_w, out=xy[..., 0])
         np.clip(xy[..., 1], 0, self.src_h, out=xy[..., 1])
         return xy

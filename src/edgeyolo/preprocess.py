@@ -96,11 +96,10 @@ class Preprocessor:
             )
         cv2.split(resized, self._planes)
         y0, x0 = lb.pad_top, lb.pad_left
-        inv = out.dtype.type(1.0 / 255.0)
+        scale = out.dtype.type(255.0)
         for c in range(3):
-            # BGR -> RGB by plane order; the uint8 -> float cast and the scale are two fast
-            # SIMD passes over one plane that stays in cache.
+            # BGR -> RGB by plane order. A true division by 255 (not a multiply by 1/255,
+            # which is 1 ulp off for half the byte values) gives Ultralytics' exact tensor.
             region = out[0, c, y0 : y0 + lb.new_h, x0 : x0 + lb.new_w]
-            region[...] = self._planes[2 - c]
-            region *= inv
+            np.divide(self._planes[2 - c], scale, out=region)
         return lb

@@ -99,7 +99,10 @@ def decode(
 
     cx, cy, half_w, half_h = sub[0], sub[1], sub[2] / 2, sub[3] / 2
     boxes = np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1)
-    keep = nms(boxes + (class_ids * MAX_WH)[:, None], scores, thresholds.iou, thresholds.max_det)
+    # Class-aware NMS: shift each class far apart (float32, like Ultralytics, so IoU ties
+    # resolve identically).
+    offsets = class_ids.astype(np.float32) * np.float32(MAX_WH)
+    keep = nms(boxes + offsets[:, None], scores, thresholds.iou, thresholds.max_det)
 
     boxes = letterbox.boxes_to_source(boxes[keep])
     kpts = None
