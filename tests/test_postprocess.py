@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import DET, GOLDEN, POSE, REPO, edgeyolo_cmd, shared_media
 
+from conftest import DET, GOLDEN, POSE, REPO, edgeyolo_cmd, shared_media
 from edgeyolo.engines.onnxruntime import open_session
 from edgeyolo.frames import Letterbox
 from edgeyolo.postprocess import Thresholds, decode, nms
@@ -47,10 +47,8 @@ def video_frames(path: Path, last: int) -> list[np.ndarray]:
 
 
 def golden_image(rec: dict) -> np.ndarray:
-    if rec["root"] == "shared":
-        path = shared_media(Path(rec["path"]).name)
-    else:
-        path = REPO / rec["path"]
+    shared = rec["root"] == "shared"
+    path = shared_media(Path(rec["path"]).name) if shared else REPO / rec["path"]
     if rec["frame"] is None:
         img = cv2.imread(str(path))
     else:
