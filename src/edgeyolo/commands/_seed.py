@@ -46,8 +46,8 @@ def _seed_nms(boxes: Any, scores: Any, thr: float) -> list[int]:
 
 
 class SeedPipeline:
-    """Per frame: a letterbox + blob per model, copied into a host buffer per model; then a
-    full transpose, argmax and threshold per model output."""
+    """Per frame: one letterbox + blob, copied into a host buffer per model; then a full
+    transpose, argmax and threshold per model output, and NMS."""
 
     def __init__(self, models: list[tuple[str, tuple[int, int]]]) -> None:
         self.models = models
@@ -55,12 +55,13 @@ class SeedPipeline:
 
     def run(self, img: Any, raws: list[Any]) -> tuple[float, float]:
         t0 = time.perf_counter_ns()
-        scales = []
-        for (_, (h, w)), host in zip(self.models, self.hosts, strict=True):
-            canvas, scale = _seed_letterbox(img, h, w)
-            blob = cv2.dnn.blobFromImage(canvas, 1 / 255.0, (w, h), swapRB=True, crop=False)
+        # One letterbox and blob (all models share 640x640), copied into every model's buffer.
+        _, (h, w) = self.models[0]
+        canvas, scale = _seed_letterbox(img, h, w)
+        blob = cv2.dnn.blobFromImage(canvas, 1 / 255.0, (w, h), swapRB=True, crop=False)
+        for host in self.hosts:
             np.copyto(host, blob)
-            scales.append(scale)
+        scales = [scale] * len(self.models)
         t1 = time.perf_counter_ns()
         for (task, _), raw, scale in zip(self.models, raws, scales, strict=True):
             out = raw.reshape(raw.shape[-2], raw.shape[-1]).T
