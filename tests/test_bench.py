@@ -1,0 +1,44 @@
+"""`edgeyolo bench` reports what it measured (numbers are for people, not assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import REPO, edgeyolo_cmd
+
+pytestmark = pytest.mark.slow
+
+
+def bench(*args: str) -> dict:
+    res = subprocess.run(
+        edgeyolo_cmd("bench", *args), capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    (line,) = res.stdout.splitlines()
+    return json.loads(line)
+
+
+def test_cpu_stages_report():
+    r = bench("--cpu-stages", "--frames", "6")
+    assert r["mode"] == "cpu-stages"
+    assert r["frames"] == 6
+    assert r["models"] == ["det-fp32", "det-int8", "pose-fp32", "pose-int8"]
+    assert r["image"] == [960, 540]
+    for key in ("preprocess_ms", "postprocess_ms", "seed_preprocess_ms", "seed_postprocess_ms"):
+        assert r[key] > 0
+    assert r["speedup_vs_seed"] == pytest.approx(r["seed_total_ms"] / r["total_ms"], rel=0.02)
+
+
+@pytest.mark.parametrize("flag", [[], ["--sequential"]])
+def test_pipeline_report(flag):
+    r = bench("--frames", "6", "--warmup", "2", *flag)
+    assert r["mode"] == ("sequential" if flag else "concurrent")
+    assert r["frames"] == 6
+    assert r["fps"] > 0
+    stages = r["stages_ms"]
+    for name in ("capture_wait", "preprocess", "e2e", "infer.det-fp32", "post.pose-int8"):
+        assert stages[name]["median"] >= 0
+        assert stages[name]["p95"] >= stages[name]["median"]
