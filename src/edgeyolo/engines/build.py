@@ -31,15 +31,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import structlog
 
 from edgeyolo.errors import ModelError
-
-if TYPE_CHECKING:
-    from edgeyolo.gpu import CudaContext
 
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
@@ -48,6 +45,16 @@ ENGINE_SUFFIXES = frozenset({".engine", ".plan", ".trt"})
 QUANT_METADATA_KEY = "edgeyolo_quantization"  # written by edgeyolo.quantize
 
 ProgressFn = Callable[[str], None]
+
+
+class GpuIdentity(Protocol):
+    """What an engine key needs to know about the GPU (``gpu.CudaContext`` provides it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def compute_capability(self) -> tuple[int, int]: ...
 
 
 # --- keys and the cache ---------------------------------------------------------------------
@@ -174,7 +181,7 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def current_key(onnx_sha256: str, precision: str, ctx: CudaContext, trt_version: str) -> EngineKey:
+def current_key(onnx_sha256: str, precision: str, ctx: GpuIdentity, trt_version: str) -> EngineKey:
     """The key an engine built now, on this GPU, would have."""
     major, minor = ctx.compute_capability
     return EngineKey(onnx_sha256, precision, ctx.name, f"{major}.{minor}", trt_version)
@@ -462,7 +469,7 @@ def build_engine(
     onnx_path: Path,
     out: Path,
     request: BuildRequest,
-    ctx: CudaContext,
+    ctx: GpuIdentity,
     *,
     progress: ProgressFn | None = None,
     facts: OnnxFacts | None = None,
@@ -564,7 +571,7 @@ def resolve_onnx(
     precision: Precision,
     *,
     cache_dir: Path,
-    ctx: CudaContext,
+    ctx: GpuIdentity,
     trt_version: str,
     allow_build: bool,
     workspace_mib: int = 1024,
@@ -615,7 +622,7 @@ def resolve_onnx(
     return ResolvedEngine(result.engine, facts.metadata, built=True)
 
 
-def check_engine_file(engine: Path, ctx: CudaContext, trt_version: str) -> dict[str, str]:
+def check_engine_file(engine: Path, ctx: GpuIdentity, trt_version: str) -> dict[str, str]:
     """For an engine given directly: refuse one whose sidecar names another GPU or TensorRT.
 
     Returns the sidecar's metadata (empty when there is no sidecar: TensorRT then checks the

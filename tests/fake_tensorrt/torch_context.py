@@ -1,0 +1,241 @@
+"""GPU stand-in for TensorRT's execution: the real ONNX model, run by PyTorch on the stream.
+
+``TorchGraphExecutor`` is an executor for ``fake_tensorrt``: on ``execute_async_v3(stream)``
+it replays a CUDA graph of the model on that stream (``torch.cuda.ExternalStream``), reading
+the input from and writing the output to the device addresses edgeyolo bound with
+``set_tensor_address``, so the launch is one cheap enqueue as with TensorRT, and the work is
+ordered after the stream's wait on the upload event and before the output copies.
+
+The model is interpreted from the ONNX file by a small converter written for the operators
+of Ultralytics YOLOv8/YOLO11 detect and pose exports: shape-like inputs (Reshape shapes, Split
+sizes, Slice bounds, Resize scales) are folded to Python numbers on the host, so the forward
+pass never reads device memory from the CPU and can be captured as a graph. Lives in tests,
+never in src.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import IExecutionContext, TensorIOMode
+
+_I64_MAX = 2**62
+
+
+class OnnxTorch:
+    """An ONNX graph of YOLO operators evaluated with PyTorch (constants folded on the host)."""
+
+    def __init__(self, path: Path, device: Any, dtype: Any) -> None:
+        import onnx
+        from onnx import numpy_helper
+
+        model = onnx.load(str(path))
+        self.graph = model.graph
+        self.device, self.dtype = device, dtype
+        self.consts: dict[str, np.ndarray] = {
+            i.name: numpy_helper.to_array(i) for i in self.graph.initializer
+        }
+        self.nodes = []
+        for node in self.graph.node:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Constant":
+                self.consts[node.output[0]] = numpy_helper.to_array(attrs["value"])
+                continue
+            if all((not i) or i in self.consts for i in node.input):
+                # Constant subgraph (e.g. anchor/stride arithmetic): fold it now, in numpy.
+                outs = self._numpy_op(node.op_type, [self.consts.get(i) for i in node.input], attrs)
+                for name, value in zip(node.output, outs, strict=True):
+                    self.consts[name] = value
+                continue
+            self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
+        self.input_name = next(i.name for i in self.graph.input if i.name not in self.consts)
+        self.output_names = [o.name for o in self.graph.output]
+        self._tensors: dict[str, Any] = {}
+
+    def _tensor(self, name: str) -> Any:
+        import torch
+
+        t = self._tensors.get(name)
+        if t is None:
+            arr = self.consts[name]
+            t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            if t.is_floating_point():
+                t = t.to(self.dtype)
+            self._tensors[name] = t
+        return t
+
+    @staticmethod
+    def _numpy_op(op: str, x: list[Any], a: dict[str, Any]) -> list[Any]:
+        if op in {"Mul", "Add", "Sub", "Div"}:
+            fn = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.divide}[op]
+            return [fn(x[0], x[1]).astype(np.result_type(x[0], x[1]))]
+        if op == "Concat":
+            return [np.concatenate(x, axis=a["axis"])]
+        if op == "Reshape":
+            return [x[0].reshape([int(s) for s in x[1]])]
+        if op == "Cast":
+            return [x[0]]
+        raise NotImplementedError(f"constant folding of {op}")
+
+    def forward(self, inp: Any) -> list[Any]:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        env: dict[str, Any] = {self.input_name: inp}
+
+        def val(name: str) -> Any:
+            return env[name] if name in env else self._tensor(name)
+
+        def const(name: str) -> list[int] | list[float]:
+            return self.consts[name].tolist()
+
+        for op, ins, outs, a in self.nodes:
+            x = val(ins[0])
+            if op == "Conv":
+                pads = a.get("pads", [0, 0, 0, 0])
+                if pads[:2] != pads[2:]:
+                    raise NotImplementedError("asymmetric Conv padding")
+                y = F.conv2d(
+                    x,
+                    val(ins[1]),
+                    val(ins[2]) if len(ins) > 2 and ins[2] else None,
+                    stride=a.get("strides", [1, 1]),
+                    padding=pads[:2],
+                    dilation=a.get("dilations", [1, 1]),
+                    groups=a.get("group", 1),
+                )
+            elif op == "Sigmoid":
+                y = torch.sigmoid(x)
+            elif op in {"Mul", "Add", "Sub", "Div"}:
+                other = val(ins[1])
+                y = {
+                    "Mul": torch.mul,
+                    "Add": torch.add,
+                    "Sub": torch.sub,
+                    "Div": torch.div,
+                }[op](x, other)
+            elif op == "Split":
+                sizes = const(ins[1]) if len(ins) > 1 and ins[1] else None
+                axis = a.get("axis", 0)
+                if sizes is None:
+                    sizes = [x.shape[axis] // len(outs)] * len(outs)
+                env.update(zip(outs, torch.split(x, sizes, dim=axis), strict=True))
+                continue
+            elif op == "Concat":
+                y = torch.cat([val(i) for i in ins], dim=a["axis"])
+            elif op == "MaxPool":
+                pads = a.get("pads", [0, 0, 0, 0])
+                y = F.max_pool2d(
+                    x,
+                    a["kernel_shape"],
+                    stride=a.get("strides", [1, 1]),
+                    padding=pads[:2],
+                    ceil_mode=bool(a.get("ceil_mode", 0)),
+                )
+            elif op == "Resize":
+                scales = const(ins[2]) if len(ins) > 2 and ins[2] else None
+                if a.get("mode", b"nearest") != b"nearest" or scales is None:
+                    raise NotImplementedError("Resize other than nearest with scales")
+                y = F.interpolate(x, scale_factor=tuple(scales[2:]), mode="nearest")
+            elif op == "Reshape":
+                shape = [int(s) for s in const(ins[1])]
+                shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+                y = x.reshape(shape)
+            elif op == "Transpose":
+                y = x.permute(*a["perm"])
+            elif op == "Softmax":
+                y = torch.softmax(x, dim=a.get("axis", -1))
+            elif op == "Slice":
+                starts, ends = const(ins[1]), const(ins[2])
+                axes = const(ins[3]) if len(ins) > 3 and ins[3] else list(range(len(starts)))
+                steps = const(ins[4]) if len(ins) > 4 and ins[4] else [1] * len(starts)
+                index = [slice(None)] * x.dim()
+                for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+                    index[ax] = slice(int(s), min(int(e), _I64_MAX), int(st))
+                y = x[tuple(index)]
+            else:
+                raise NotImplementedError(f"ONNX operator {op}")
+            env[outs[0]] = y
+        return [env[o] for o in self.output_names]
+
+
+class _CudaArray:
+    """A raw device address seen as an array (``__cuda_array_interface__``), zero-copy."""
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: Any) -> None:
+        self.__cuda_array_interface__ = {
+            "data": (int(ptr), False),
+            "shape": tuple(shape),
+            "typestr": np.dtype(dtype).str,
+            "version": 3,
+            "strides": None,
+        }
+
+
+class TorchGraphExecutor:
+    """``fake_tensorrt`` executor: the model as a CUDA graph, replayed on the given stream."""
+
+    use_graph = True
+
+    def __init__(self, context: IExecutionContext) -> None:
+        import torch
+
+        self.context = context
+        io = context.io()
+        (in_name, _m, in_shape, in_dtype) = next(t for t in io if t[1] == TensorIOMode.INPUT)
+        outs = [t for t in io if t[1] == TensorIOMode.OUTPUT]
+        dtype = torch.float16 if in_dtype == np.float16 else torch.float32
+        self.model = OnnxTorch(context.engine.onnx, torch.device("cuda"), dtype)
+        # The graph reads a private input: TensorRT lets the input address change between
+        # executions (the pipeline alternates slots), a captured graph does not.
+        self.inp = torch.empty(in_shape, dtype=dtype, device="cuda")
+        self.in_shape, self.in_dtype = in_shape, in_dtype
+        self._views: dict[int, Any] = {}
+        self.outs = [
+            torch.as_tensor(_CudaArray(context.addresses[n], s, d), device="cuda")
+            for n, _m, s, d in outs
+        ]
+        self.in_name = in_name
+        self.graph: Any = None
+        self.captured = False
+        self.capture_error = ""
+        with torch.no_grad():
+            side = torch.cuda.Stream()
+            with torch.cuda.stream(side):
+                for _ in range(3):  # warm-up: cuDNN picks its algorithms outside the capture
+                    self._step()
+            side.synchronize()
+            if self.use_graph:
+                try:
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, stream=side):
+                        self._step()
+                    side.synchronize()
+                    self.graph, self.captured = graph, True
+                except Exception as exc:  # report and run eagerly instead
+                    self.capture_error = f"{type(exc).__name__}: {exc}"
+                    torch.cuda.synchronize()
+
+    def _step(self) -> None:
+        results = self.model.forward(self.inp)
+        for out, value in zip(self.outs, results, strict=True):
+            out.copy_(value.reshape(out.shape))
+
+    def __call__(self, stream_handle: int) -> None:
+        import torch
+
+        ptr = self.context.addresses[self.in_name]
+        src = self._views.get(ptr)
+        if src is None:
+            src = torch.as_tensor(_CudaArray(ptr, self.in_shape, self.in_dtype), device="cuda")
+            self._views[ptr] = src
+        ext = torch.cuda.ExternalStream(stream_handle)
+        with torch.no_grad(), torch.cuda.stream(ext):
+            self.inp.copy_(src)
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step()

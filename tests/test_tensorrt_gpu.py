@@ -1,0 +1,153 @@
+"""The TensorRT backend's whole enqueue path on a real GPU, with TensorRT's engine faked.
+
+Everything of edgeyolo's runs for real (CUDA context, pinned slot, one upload, per-engine
+streams waiting on the upload event, set_tensor_address, execute_async_v3, D2H, event waits);
+only the execution context is a stand-in: ONNX Runtime behind synchronous copies, or PyTorch
+replaying a CUDA graph on the engine's stream when PyTorch with CUDA is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeyolo.engines.trt_runtime import cuda_problem
+
+pytestmark = pytest.mark.gpu
+
+_REASON = cuda_problem()
+if _REASON is not None:
+    pytest.skip(f"no CUDA here: {_REASON}", allow_module_level=True)
+
+import fake_tensorrt  # noqa: E402
+from edgeyolo.config import ModelConfig, TensorRTConfig  # noqa: E402
+from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: E402
+from edgeyolo.gpu import CudaContext  # noqa: E402
+from edgeyolo.preprocess import Preprocessor  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DET = REPO / "models" / "edgeyolo-demo-det.onnx"
+POSE = REPO / "models" / "edgeyolo-demo-pose.onnx"
+VIDEO = REPO / "media" / "demo-scene.mp4"
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def frames(n: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(VIDEO))
+    out = []
+    while len(out) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.append(img)
+    cap.release()
+    assert out, f"cannot read {VIDEO}"
+    return out
+
+
+def ort_reference(onnx: Path, blob: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: blob.astype(np.float32)})[0]
+
+
+@pytest.fixture
+def trt(monkeypatch):
+    fake = fake_tensorrt.install()
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
+    fake.set_executor(None)
+    yield fake
+    fake.set_executor(None)
+
+
+def engine_file(tmp_path: Path, onnx: Path, name: str, **fields) -> Path:
+    with CudaContext(0) as ctx:
+        gpu, cc = ctx.name, ".".join(map(str, ctx.compute_capability))
+    return fake_tensorrt.write_fake_engine(tmp_path / f"{name}.engine", onnx, gpu, cc, **fields)
+
+
+@pytest.mark.parametrize(
+    "executor",
+    [
+        "onnxruntime",
+        pytest.param("torch", marks=pytest.mark.skipif(not HAVE_TORCH, reason="no torch")),
+    ],
+)
+def test_backend_outputs_match_onnxruntime(trt, tmp_path, executor):
+    """Det and pose engines on shared slots give ONNX Runtime's outputs, frame by frame."""
+    if executor == "torch":
+        import torch
+
+        from fake_tensorrt.torch_context import TorchGraphExecutor
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        trt.set_executor(TorchGraphExecutor)
+    models = [
+        ModelConfig(name="det", path=engine_file(tmp_path, DET, "det"), task="detect"),
+        ModelConfig(name="pose", path=engine_file(tmp_path, POSE, "pose"), task="pose"),
+    ]
+
+    async def main() -> list[tuple[str, float]]:
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
+        try:
+            engines = [backend.open_engine(m) for m in models]
+            spec = engines[0].info.input
+            slots = [backend.allocate_input(spec) for _ in range(2)]  # double-buffered
+            pre = Preprocessor(*spec.hw)
+            errors = []
+            for i, img in enumerate(frames(4)):
+                slot = slots[i % 2]
+                pre(img, slot.host)
+                blob = slot.host.copy()
+                slot.commit()
+                outs = await asyncio.gather(*(e.infer(slot) for e in engines))
+                for model, e, out in zip(models, engines, outs, strict=True):
+                    ref = ort_reference(model_onnx(model), blob)
+                    assert out.shape == ref.shape == e.info.output.shape
+                    assert out.dtype == np.float32
+                    rel = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+                    errors.append((e.name, rel))
+            return errors
+        finally:
+            backend.close()
+
+    for name, rel in asyncio.run(main()):
+        assert rel < 1e-3, f"{name}: relative error {rel}"
+
+
+def model_onnx(model: ModelConfig) -> Path:
+    return DET if model.name.startswith("det") else POSE
+
+
+def test_fp16_io_engine_returns_float32(trt, tmp_path):
+    """An engine with FP16 I/O gets an FP16 slot and returns float32 close to the FP32 model."""
+    path = engine_file(tmp_path, DET, "det16", io_dtype="HALF")
+    model = ModelConfig(name="det16", path=path, task="detect")
+
+    async def main() -> tuple[np.ndarray, np.ndarray]:
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache", wait="callback"))
+        try:
+            engine = backend.open_engine(model)
+            assert engine.info.input.dtype == np.float16
+            slot = backend.allocate_input(engine.info.input)
+            assert slot.host.dtype == np.float16
+            Preprocessor(*engine.info.input.hw)(frames(1)[0], slot.host)
+            blob = slot.host.astype(np.float32)
+            slot.commit()
+            out = (await engine.infer(slot)).copy()
+            return out, blob
+        finally:
+            backend.close()
+
+    out, blob = asyncio.run(main())
+    ref = ort_reference(DET, blob)
+    assert out.dtype == np.float32
+    assert float(np.linalg.norm(out - ref) / np.linalg.norm(ref)) < 1e-2
