@@ -106,7 +106,7 @@ def test_watchdog_period() -> None:
 def test_run_watchdog_pings_only_while_alive(listener: tuple[socket.socket, str]) -> None:
     """Pings flow while alive() is True and stop while it is False."""
     sock, path = listener
-    sock.setblocking(False)  # noqa: FBT003 - stdlib signature
+    sock.setblocking(False)
     alive = [True]
 
     def drain() -> int:

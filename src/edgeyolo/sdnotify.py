@@ -86,7 +86,7 @@ class SystemdNotifier:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 # systemd reads promptly; if its queue is ever full, drop a ping rather than
                 # block the event loop.
-                self._sock.setblocking(False)  # noqa: FBT003 - stdlib signature
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(lines).encode(), self._address)
         except OSError as exc:
             kind = type(exc).__name__
