@@ -1,17 +1,348 @@
-"""Configuration of the MQTT sink (pure pydantic: importing it never imports aiomqtt)."""
+"""Configuration of the MQTT sink (pure pydantic: importing it never imports aiomqtt).
+
+See docs/mqtt.md for what each setting does to the topics and payloads.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import socket
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from edgeyolo.errors import ConfigError
+from edgeyolo.sinks.topics import check_prefix, sanitize_id
+
+EMBEDDED = "embedded"
+_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883, "tls": 8883}
+_TLS_SCHEMES = {"mqtts", "ssl", "tls"}
 
 
-class MqttConfig(BaseModel):
-    """MQTT output. Filled in by the MQTT sink work (issue 3)."""
-
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(
-        "embedded",
-        description="Broker as mqtt[s]://[user:pass@]host[:port], or 'embedded' for a local one.",
+
+class TlsConfig(_Strict):
+    """TLS settings, used when the url is mqtts://."""
+
+    ca: Path | None = Field(
+        None, description="CA certificate(s) (PEM) to verify the broker. None: the system's CAs."
     )
-    prefix: str = Field("edgeyolo", min_length=1, description="Topic prefix.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for mutual TLS.")
+    key: Path | None = Field(None, description="Private key (PEM, unencrypted) of the client cert.")
+    insecure: bool = Field(
+        default=False,
+        description=(
+            "Skip verifying the broker's certificate and hostname (self-signed brokers you "
+            "cannot get a CA file for). Encrypts, but does not authenticate the broker."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together: give both or neither")
+        return self
+
+
+class MessageKind(_Strict):
+    """Delivery settings of one kind of message."""
+
+    qos: Literal[0, 1, 2] = Field(description="MQTT QoS level of these messages.")
+    retain: bool = Field(description="Ask the broker to keep the last message for new subscribers.")
+
+
+class MessagesConfig(_Strict):
+    """QoS and retain per kind of message (availability, discovery: always QoS 1, retained)."""
+
+    state: MessageKind = Field(
+        default_factory=lambda: MessageKind(qos=1, retain=True),
+        description="Counts and occupancy: state that dashboards read on connect.",
+    )
+    pose: MessageKind = Field(
+        default_factory=lambda: MessageKind(qos=1, retain=False),
+        description="Pose events. Home Assistant ignores retained event messages: keep False.",
+    )
+    stream: MessageKind = Field(
+        default_factory=lambda: MessageKind(qos=0, retain=False),
+        description="The full per-frame detection stream.",
+    )
+    stats: MessageKind = Field(
+        default_factory=lambda: MessageKind(qos=0, retain=True),
+        description="Periodic pipeline statistics (fps, latencies, drops).",
+    )
+
+
+class StreamConfig(_Strict):
+    """The full per-frame detection stream (one topic per camera and model)."""
+
+    enabled: bool = Field(default=True, description="Publish every frame's detections.")
+    max_hz: float = Field(
+        0.0,
+        ge=0.0,
+        description="At most this many messages per second per camera and model (0: every frame).",
+    )
+
+
+class DiscoveryConfig(_Strict):
+    """Home Assistant MQTT discovery (device-based)."""
+
+    enabled: bool = Field(default=True, description="Publish Home Assistant discovery config.")
+    prefix: str = Field(
+        "homeassistant", min_length=1, description="Home Assistant's discovery topic prefix."
+    )
+    status_topic: str = Field(
+        "homeassistant/status",
+        min_length=1,
+        description="Home Assistant's birth topic: discovery is re-sent when it says 'online'.",
+    )
+
+    @field_validator("prefix", "status_topic")
+    @classmethod
+    def _topic_ok(cls, v: str) -> str:
+        check_prefix(v)
+        return v
+
+
+class OutboxConfig(_Strict):
+    """The bounded queue between the pipeline and the broker connection."""
+
+    size: int = Field(1000, ge=10, description="Most messages held while the broker is slow/away.")
+    policy: Literal["latest_state", "drop_oldest"] = Field(
+        "latest_state",
+        description=(
+            "'latest_state': state topics (counts, occupancy, stats) keep only their newest "
+            "message, so state is never lost; events and the stream drop oldest when full. "
+            "'drop_oldest': one FIFO of every message, oldest dropped when full."
+        ),
+    )
+
+
+class BackoffConfig(_Strict):
+    """Waits between reconnection attempts (doubling, capped, with jitter)."""
+
+    initial_s: float = Field(0.5, gt=0, description="First wait after a failed attempt.")
+    max_s: float = Field(30.0, gt=0, description="Cap of the doubling wait.")
+
+
+class MqttConfig(_Strict):
+    """MQTT output: topics under <prefix>/<device_id>/, Home Assistant discovery, availability."""
+
+    url: str = Field(
+        EMBEDDED,
+        description=(
+            "Broker as mqtt[s]://[user:pass@]host[:port], or 'embedded' for an in-process "
+            "broker on 127.0.0.1 (demo, no system service needed)."
+        ),
+    )
+    embedded_port: int = Field(
+        1883,
+        ge=0,
+        le=65535,
+        description="Port of the embedded broker on 127.0.0.1 (0: any free port; taken: any free).",
+    )
+    username: str | None = Field(None, description="Username (overridden by one in url).")
+    password: SecretStr | None = Field(
+        None, description="Password (overridden by one in url). Never logged."
+    )
+    client_id: str | None = Field(
+        None, description="MQTT client id. None: 'edgeyolo-<device_id>', stable across restarts."
+    )
+    prefix: str = Field("edgeyolo", min_length=1, description="Topic prefix (may contain '/').")
+    device_id: str | None = Field(
+        None,
+        description="Device id in topics and Home Assistant. None: the hostname, sanitized.",
+    )
+    device_name: str | None = Field(
+        None, description="Device name shown in Home Assistant. None: 'edgeyolo <device_id>'."
+    )
+    keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keepalive in seconds.")
+    tls: TlsConfig | None = Field(None, description="TLS files and options for mqtts:// urls.")
+    messages: MessagesConfig = Field(
+        default_factory=MessagesConfig,
+        description="QoS and retain per kind of message.",
+    )
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig,
+        description="Bounded queue while the broker is away.",
+    )
+    backoff: BackoffConfig = Field(
+        default_factory=BackoffConfig,
+        description="Reconnection waits.",
+    )
+    heartbeat_s: float = Field(
+        60.0, gt=0, description="Re-publish every state topic at least this often."
+    )
+    state_min_interval_s: float = Field(
+        1.0,
+        ge=0.0,
+        description=(
+            "At most one state (or pose event) message per topic per this many seconds; the "
+            "latest value is always sent when the interval ends (flicker-proof, nothing lost)."
+        ),
+    )
+    stream: StreamConfig = Field(
+        default_factory=StreamConfig,
+        description="The full per-frame stream.",
+    )
+    discovery: DiscoveryConfig = Field(
+        default_factory=DiscoveryConfig,
+        description="Home Assistant discovery.",
+    )
+    count_labels: list[str] = Field(
+        default_factory=lambda: ["person", "car"],
+        description="Labels that get a count topic and sensor per camera (if a model has them).",
+    )
+    occupancy_label: str = Field(
+        "person", min_length=1, description="Label whose presence makes a camera 'occupied'."
+    )
+    posture: bool = Field(
+        default=True,
+        description="Derive a posture (standing, sitting, lying) per person from pose keypoints.",
+    )
+    close_timeout_s: float = Field(
+        5.0, gt=0, description="On stop, longest wait to flush and publish 'offline'."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url_ok(cls, v: str) -> str:
+        if v != EMBEDDED:
+            parse_url(v)
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        check_prefix(v)
+        return v
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_id_ok(cls, v: str | None) -> str | None:
+        if v is not None and sanitize_id(v) != v:
+            raise ValueError(
+                f"device_id {v!r} may only contain letters, digits, '_' and '-' "
+                f"(for example {sanitize_id(v)!r})"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _tls_matches_url(self) -> MqttConfig:
+        if self.tls is not None and not self.is_tls:
+            raise ValueError("tls is set but the url is not mqtts://: use mqtts://host:8883")
+        return self
+
+    # Derived values, computed here so that the sink, the CLI and tests agree.
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when the sink runs its own broker."""
+        return self.url == EMBEDDED
+
+    @property
+    def is_tls(self) -> bool:
+        """True for mqtts:// urls."""
+        return not self.is_embedded and parse_url(self.url).tls
+
+    def resolved_device_id(self) -> str:
+        """The device id: configured, or the hostname sanitized to [A-Za-z0-9_-]."""
+        return self.device_id or sanitize_id(socket.gethostname() or "edgeyolo")
+
+    def resolved_client_id(self) -> str:
+        """The MQTT client id: configured, or 'edgeyolo-<device_id>'."""
+        return self.client_id or f"edgeyolo-{self.resolved_device_id()}"
+
+
+class BrokerUrl(BaseModel):
+    """A parsed broker url (credentials kept out of repr)."""
+
+    model_config = ConfigDict(frozen=True)
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: SecretStr | None = None
+
+    def display_host(self) -> str:
+        """scheme://host:port, without any credentials."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    def display(self) -> str:
+        """The url without the password, for logs and for subscribers."""
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{user}{host}:{self.port}"
+
+
+def parse_url(url: str) -> BrokerUrl:
+    """Parse ``mqtt[s]://[user:pass@]host[:port]``; raise ValueError saying what is wrong."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a broker url ({exc}): expected mqtt[s]://host[:port]") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(
+            "expected mqtt://host[:port], mqtts://host[:port] or 'embedded', "
+            f"got scheme {parts.scheme or '(none)'!r}"
+        )
+    if not parts.hostname:
+        raise ValueError("the url has no host: expected mqtt[s]://host[:port]")
+    if parts.path not in {"", "/"} or parts.query or parts.fragment:
+        raise ValueError("a broker url has no path, query or fragment: mqtt[s]://host[:port]")
+    password = None if parts.password is None else SecretStr(unquote(parts.password))
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port or _SCHEMES[scheme],
+        tls=scheme in _TLS_SCHEMES,
+        username=None if parts.username is None else unquote(parts.username),
+        password=password,
+    )
+
+
+def with_broker_url(config: MqttConfig | None, url: str) -> MqttConfig:
+    """Apply ``--mqtt-url``: a copy of ``config`` (or of the defaults) pointing at ``url``.
+
+    Credentials in the url replace the configured ones. Raises ``ConfigError`` naming the
+    option and the (password-free) value when the url is not valid.
+    """
+    base = config if config is not None else MqttConfig.model_validate({})
+    if url == EMBEDDED:
+        return base.model_copy(update={"url": EMBEDDED, "tls": None})
+    try:
+        parsed = parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"--mqtt-url {_redact(url)!r}: {exc}") from None
+    # The stored url carries no credentials: they live in username/password (SecretStr).
+    update: dict[str, object] = {"url": parsed.display_host()}
+    if parsed.username is not None:
+        update["username"] = parsed.username
+    if parsed.password is not None:
+        update["password"] = parsed.password
+    if not parsed.tls:
+        update["tls"] = None
+    data = base.model_dump()
+    data.update(update)
+    # Validate again, so that the result obeys the same rules as a config file.
+    try:
+        return MqttConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"--mqtt-url {_redact(url)!r}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return "(unparsable url)"
