@@ -116,3 +116,49 @@ def test_signal_in_process_leaves_no_threads(tmp_path):
     assert asyncio.run(main()) == 0
     leftover = [t for t in threading.enumerate() if t.ident not in before and t.is_alive()]
     assert leftover == []
+
+
+def test_sighup_reloads_valid_config_and_rejects_invalid(tmp_path):
+    """SIGHUP with a broken config is rejected (still running); with a valid one it restarts."""
+    cfg_path = demo_config(tmp_path)
+    proc = subprocess.Popen(
+        edgeyolo_cmd("run", "-c", str(cfg_path), "--loop", "--log-format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["model"] in {
+            "det-fp32",
+            "det-int8",
+            "pose-fp32",
+            "pose-int8",
+        }
+        good = cfg_path.read_text()
+        cfg_path.write_text(good + "\nbogus_key: 1\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert proc.poll() is None
+        data = yaml.safe_load(good)
+        data["models"] = [m for m in data["models"] if m["name"] == "det-fp32"]
+        cfg_path.write_text(yaml.safe_dump(data))
+        proc.send_signal(signal.SIGHUP)
+        # After the restart only det-fp32 events arrive.
+        deadline = time.monotonic() + 60
+        tail: list[str] = []
+        while time.monotonic() < deadline:
+            ev = json.loads(proc.stdout.readline())
+            tail = [*tail[-7:], ev["model"]]
+            if len(tail) == 8 and set(tail) == {"det-fp32"}:
+                break
+        assert set(tail) == {"det-fp32"}
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "config reload rejected; keeping the running config" in events
+    assert "config reload accepted; restarting" in events

@@ -12,12 +12,15 @@ import contextlib
 import signal
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from edgeyolo.config import load_config
 from edgeyolo.engines.model import check_model
 from edgeyolo.engines.select import create_backend
+from edgeyolo.errors import ConfigError
 from edgeyolo.pipeline import CameraPipeline, ModelRunner
 from edgeyolo.postprocess import Thresholds
 from edgeyolo.sinks.jsonl import JsonlSink
@@ -44,6 +47,8 @@ class RunOptions:
     handle_signals: bool = True
     extra_sinks: list[Any] = field(default_factory=list)
     jsonl: bool = True
+    # The file SIGHUP re-reads; None: SIGHUP is not handled.
+    config_path: Path | None = None
 
 
 @dataclass
@@ -55,6 +60,8 @@ class RunResult:
     dropped: dict[str, int]
     wall_s: float
     telemetry: dict[str, CameraTelemetry]
+    # Set when SIGHUP brought a valid new config: the caller runs again with it.
+    reload: Config | None = None
 
 
 def open_runners(config: Config, backend: Backend) -> list[ModelRunner]:
@@ -126,6 +133,7 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
     pipelines: list[CameraPipeline] = []
     sources: list[CaptureSource] = []
     stop_requested = asyncio.Event()
+    reload: Config | None = None
     exit_code = 0
     installed_signals: list[signal.Signals] = []
     try:
@@ -172,11 +180,30 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
             for s in sources:
                 s.stop()
 
+        def request_reload() -> None:
+            nonlocal reload
+            assert options.config_path is not None
+            try:
+                new = load_config(options.config_path)
+            except ConfigError as exc:
+                _log.error(
+                    "config reload rejected; keeping the running config",
+                    path=str(options.config_path),
+                    error=str(exc),
+                )
+                return
+            _log.info("config reload accepted; restarting", path=str(options.config_path))
+            reload = new
+            request_stop("SIGHUP")
+
         if options.handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.add_signal_handler(sig, request_stop, sig.name)
                     installed_signals.append(sig)
+            if options.config_path is not None:
+                loop.add_signal_handler(signal.SIGHUP, request_reload)
+                installed_signals.append(signal.SIGHUP)
 
         _log.info(
             "running", cameras=[p.camera for p in pipelines], models=[r.name for r in runners]
@@ -236,9 +263,14 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
         dropped,
         time.perf_counter() - started,
         {p.camera: p.telemetry for p in pipelines},
+        reload,
     )
 
 
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
-    """Blocking entry point for the CLI."""
-    return asyncio.run(run_service(config, options))
+    """Blocking entry point for the CLI; a SIGHUP with a valid config restarts with it."""
+    while True:
+        result = asyncio.run(run_service(config, options))
+        if result.reload is None:
+            return result
+        config = result.reload

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgeyolo.commands._common import add_config_arg, load
+from edgeyolo.commands._common import add_config_arg, config_path, load
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,8 +38,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def main(args: argparse.Namespace) -> int:
     from edgeyolo.app import RunOptions, run  # noqa: PLC0415 - heavy imports after parsing
 
-    cfg = load(args.config, args.log_format, args.log_level)
+    path = config_path(args.config)
+    cfg = load(path, args.log_format, args.log_level)
     options = RunOptions(
-        max_frames=args.max_frames, loop=args.loop, pace="fast" if args.fast else None
+        max_frames=args.max_frames,
+        loop=args.loop,
+        pace="fast" if args.fast else None,
+        config_path=path,
     )
     return run(cfg, options).exit_code
