@@ -15,7 +15,6 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import DEMO_VIDEO, DET, POSE, edgeyolo_cmd, read_frame, shared_media
-from edgeyolo.cli import main
 from edgeyolo.errors import ModelError, SourceError
 from edgeyolo.postprocess import Detections, Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
@@ -240,12 +239,20 @@ def test_default_output_next_to_model() -> None:
     )
 
 
-def test_cli_reports_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_missing_model(tmp_path: Path) -> None:
     """The subcommand is registered and turns errors into a message and exit code 2."""
+    # A subprocess: the CLI configures logging globally, which must not leak into other tests.
     missing = tmp_path / "missing.onnx"
-    code = main(["quantize", str(missing), "--calib", str(tmp_path)])
-    assert code == 2
-    assert str(missing) in capsys.readouterr().err
+    proc = subprocess.run(
+        edgeyolo_cmd("quantize", str(missing), "--calib", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr
+    assert proc.stdout == ""
 
 
 @pytest.mark.slow
