@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import warnings
 from pathlib import Path
 
 import cv2
@@ -87,8 +88,10 @@ def test_backend_outputs_match_onnxruntime(trt, tmp_path, executor):
 
         from fake_tensorrt.torch_context import TorchGraphExecutor
 
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        with warnings.catch_warnings():  # newer PyTorch may deprecate these switches
+            warnings.simplefilter("ignore")
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         trt.set_executor(TorchGraphExecutor)
     models = [
         ModelConfig(name="det", path=engine_file(tmp_path, DET, "det"), task="detect"),

@@ -46,7 +46,7 @@ class StreamGate:
     def hold(self, stream: Stream) -> None:
         """Make work enqueued on ``stream`` after this wait until the next ``release()``."""
         self._value += 1
-        geq = self._drv.CUstreamWaitValue_flags.CU_STREAM_WAIT_VALUE_GEQ
+        geq = int(self._drv.CUstreamWaitValue_flags.CU_STREAM_WAIT_VALUE_GEQ)
         check(
             self._drv.cuStreamWaitValue32(stream.handle, self._dev, self._value, geq),
             "cuStreamWaitValue32",

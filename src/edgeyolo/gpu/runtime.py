@@ -123,7 +123,7 @@ class Stream(_Closing):
     def __init__(self) -> None:
         self._drv = driver()
         self.handle: Any = check(
-            self._drv.cuStreamCreate(self._drv.CUstream_flags.CU_STREAM_NON_BLOCKING),
+            self._drv.cuStreamCreate(int(self._drv.CUstream_flags.CU_STREAM_NON_BLOCKING)),
             "cuStreamCreate",
         )
         # The raw pointer value, as TensorRT's execute_async_v3 and PyTorch take it.
@@ -167,7 +167,7 @@ class Event(_Closing):
         self._drv = drv
         flags = drv.CUevent_flags
         flag = flags.CU_EVENT_DEFAULT if timing else flags.CU_EVENT_DISABLE_TIMING
-        self.handle: Any = check(drv.cuEventCreate(flag), "cuEventCreate")
+        self.handle: Any = check(drv.cuEventCreate(int(flag)), "cuEventCreate")
         self.timing = timing
         self._not_ready = int(drv.CUresult.CUDA_ERROR_NOT_READY)
         self._closed = False
