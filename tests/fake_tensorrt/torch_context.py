@@ -61,7 +61,7 @@ class OnnxTorch:
         t = self._tensors.get(name)
         if t is None:
             arr = self.consts[name]
-            t = torch.from_numpy(np.ascontiguousarray(arr)).to(self.device)
+            t = torch.from_numpy(np.array(arr, copy=True)).to(self.device)  # writable copy
             if t.is_floating_point():
                 t = t.to(self.dtype)
             self._tensors[name] = t
