@@ -16,6 +16,7 @@ COMMANDS = (
     "predict",
     "bench",
     "quantize",
+    "mqtt",
 )
 
 

@@ -30,6 +30,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="read file sources as fast as possible instead of at their native fps",
     )
+    p.add_argument(
+        "--mqtt-url",
+        default=None,
+        metavar="URL",
+        help="publish to this MQTT broker, mqtt[s]://[user:pass@]host[:port] or 'embedded' "
+        "(overrides sinks.mqtt.url; turns MQTT on if the config has it off)",
+    )
     p.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.set_defaults(func=main)
@@ -40,6 +47,11 @@ def main(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     cfg = load(path, args.log_format, args.log_level)
+    if args.mqtt_url:
+        from edgeyolo.sinks.mqtt_config import with_broker_url  # noqa: PLC0415
+
+        mqtt = with_broker_url(cfg.sinks.mqtt, args.mqtt_url)
+        cfg = cfg.model_copy(update={"sinks": cfg.sinks.model_copy(update={"mqtt": mqtt})})
     options = RunOptions(
         max_frames=args.max_frames,
         loop=args.loop,

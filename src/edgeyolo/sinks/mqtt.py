@@ -42,6 +42,9 @@ from edgeyolo.sinks.topics import RESERVED_UNDER_CAMERA, Topics, sanitize_segmen
 if TYPE_CHECKING:
     from edgeyolo.events import Event
 
+MqttError = aiomqtt.MqttError
+"""What a failed broker operation raises (re-exported: only this module imports aiomqtt)."""
+
 Topology = list[tuple[str, str, str, list[str]]]
 """(camera, model, task, labels) for every model that runs on every camera."""
 
@@ -229,8 +232,9 @@ class MqttSink:
             await self._embedded.start()
             self._subscriber_url = self._embedded.url
         self._log.info(
-            "mqtt sink starting",
+            "mqtt publishing; subscribers connect to",
             url=self._subscriber_url,
+            example=f"mosquitto_sub -L '{self._subscriber_url}/{self._topics.base}/#' -v",
             base_topic=self._topics.base,
             discovery_topic=self._topics.discovery if self.config.discovery.enabled else None,
             client_id=self.config.resolved_client_id(),
@@ -456,7 +460,9 @@ class MqttSink:
             ctx.verify_mode = ssl.CERT_NONE
         return ctx
 
-    def _client(self) -> aiomqtt.Client:
+    def _client(self, *, admin: bool = False) -> aiomqtt.Client:
+        """A new client; ``admin``: another id (a running service is not kicked off) and no
+        will (its going away says nothing about the service)."""
         url = self._broker_url
         if url is None:
             assert self._embedded is not None
@@ -470,8 +476,8 @@ class MqttSink:
             port,
             username=username,
             password=None if secret is None else secret.get_secret_value(),
-            identifier=self.config.resolved_client_id(),
-            will=aiomqtt.Will(self._topics.availability, OFFLINE, qos=1, retain=True),
+            identifier=self.config.resolved_client_id() + ("-admin" if admin else ""),
+            will=None if admin else aiomqtt.Will(self._topics.availability, OFFLINE, 1, True),
             keepalive=self.config.keepalive_s,
             timeout=10.0,
             tls_context=self._tls,
@@ -609,3 +615,39 @@ def _hint(exc: BaseException) -> str | None:
     if "certificate" in text or "ssl" in text or "tls" in text:
         return "TLS failed: check sinks.mqtt.tls (ca, cert, key) and the broker's certificate"
     return None
+
+
+async def remove_discovery(
+    config: MqttConfig, *, clear_state: bool = False, timeout: float = 10.0
+) -> list[str]:
+    """Remove this device from Home Assistant: an empty retained discovery config.
+
+    With ``clear_state`` also empties every retained topic under ``<prefix>/<device>/``
+    (counts, occupancy, stats, availability). Returns the topics cleared. Raises
+    ``aiomqtt.MqttError`` when the broker cannot be reached within ``timeout``.
+    """
+    if config.is_embedded:
+        raise ConfigError(
+            "sinks.mqtt.url is 'embedded': that broker keeps nothing after the service stops, "
+            "so there is no discovery to remove; pass --mqtt-url for a real broker"
+        )
+    sink = MqttSink(config, [])
+    topics = sink.topics
+    cleared = [topics.discovery]
+    client = sink._client(admin=True)
+    async with client:
+        if clear_state:
+            await client.subscribe(f"{topics.base}/#", qos=1)
+            found: list[str] = []
+
+            async def collect() -> None:
+                async for msg in client.messages:
+                    if msg.retain and msg.payload:
+                        found.append(str(msg.topic))  # noqa: PERF401 - endless stream
+
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(collect(), 1.0)
+            cleared += sorted(set(found))
+        for topic in cleared:
+            await client.publish(topic, b"", qos=1, retain=True, timeout=timeout)
+    return cleared
