@@ -236,3 +236,43 @@ def test_sink_topology_decides_counts_occupancy_and_pose(tmp_path: Path):
     for t in topics:
         assert not any(c in t for c in WILDCARDS)
     assert sink.stats().connected is False
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "mqtt.md"
+FLOW = Path(__file__).resolve().parents[1] / "deploy" / "node-red" / "flow.json"
+
+
+def test_documented_payloads_follow_the_schema():
+    """Every example payload in docs/mqtt.md validates against docs/mqtt-schema.json."""
+    from mosquitto import validate
+
+    text = DOCS.read_text()
+    blocks = text.split("```json\n")[1:]
+    checked = set()
+    for block in blocks:
+        payload = json.loads(block.split("```", 1)[0])
+        if "type" in payload:
+            validate(payload, payload["type"])
+            checked.add(payload["type"])
+    assert checked == {"count", "occupancy", "pose", "detections", "stats"}
+
+
+def test_node_red_flow_is_valid_and_matches_the_topics():
+    """flow.json is a Node-RED flow whose wires resolve and whose topics match ours."""
+    import aiomqtt
+
+    nodes = json.loads(FLOW.read_text())
+    ids = {n["id"] for n in nodes}
+    assert len(ids) == len(nodes)
+    for n in nodes:
+        for outputs in n.get("wires", []):
+            assert set(outputs) <= ids, n["id"]
+        if "z" in n:
+            assert n["z"] in ids
+        if n["type"] == "mqtt in":
+            assert n["broker"] in ids
+    filters = {n["name"]: n["topic"] for n in nodes if n["type"] == "mqtt in"}
+    t = Topics("edgeyolo", "box")
+    assert aiomqtt.Topic(t.count("demo", "person")).matches(filters["counts"])
+    assert aiomqtt.Topic(t.availability).matches(filters["availability"])
+    assert aiomqtt.Topic(t.pose("demo", "pose-fp32")).matches(filters["pose events"])
