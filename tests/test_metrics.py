@@ -156,3 +156,27 @@ def test_frame_captured_from_threads() -> None:
     for t in threads:
         t.join()
     assert samples(m)["edgeyolo_frames_captured_total", (("camera", "cam0"),)] == 4000
+
+
+def test_mqtt_ok_allows_a_short_outage_with_room_in_the_outbox() -> None:
+    """Connected is ok; disconnected is ok for max_down_s with outbox room, then not."""
+    clock = [0.0]
+    m = Metrics(clock=lambda: clock[0], process=False)
+    assert m.mqtt_ok(5.0, 10, 100)  # not reported yet: connecting, within the grace
+    assert not m.mqtt_ok(11.0, 10, 100)
+    m.mqtt(connected=True, reconnects=0, outbox=0, dropped=0, now=0.0)
+    assert m.mqtt_ok(100.0, 10, 100)
+    m.mqtt(connected=False, reconnects=0, outbox=5, dropped=0, now=100.0)
+    m.mqtt(connected=False, reconnects=0, outbox=50, dropped=0, now=105.0)  # still down since 100
+    assert m.mqtt_ok(109.0, 10, 100)
+    assert not m.mqtt_ok(111.0, 10, 100)
+    ok, detail = m.health(111.0, 10, [], [], m.mqtt_ok(111.0, 10, 100))
+    assert not ok
+    assert detail["mqtt"]["down_s"] == 11.0
+    assert detail["mqtt"]["reason"] == "disconnected for 11.0 s with 50 message(s) in the outbox"
+    m.mqtt(connected=False, reconnects=0, outbox=100, dropped=3, now=111.0)
+    assert not m.mqtt_ok(102.0, 10, 100)  # outbox full: dropping, even within the time limit
+    m.mqtt(connected=True, reconnects=1, outbox=0, dropped=3, now=112.0)
+    ok, detail = m.health(112.0, 10, [], [], m.mqtt_ok(112.0, 10, 100))
+    assert ok
+    assert "down_s" not in detail["mqtt"]

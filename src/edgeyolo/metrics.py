@@ -104,10 +104,10 @@ class MqttStats:
 
 
 def mqtt_within_bounds(connected: bool, outbox: int, outbox_limit: int) -> bool:
-    """The MQTT part of health: connected, or disconnected but still buffering with room left.
+    """Connected, or disconnected but still buffering with room left in the outbox.
 
     ``outbox_limit`` is the sink's outbox capacity: once the outbox is full the sink drops
-    messages, which is what "beyond bounds" means for ``/healthz``.
+    messages. ``Metrics.mqtt_ok`` adds the time limit that ``/healthz`` uses.
     """
     return connected or outbox < outbox_limit
 
@@ -143,6 +143,8 @@ class Metrics:
         self.last_inference: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._mqtt: MqttStats | None = None
+        self._mqtt_down_since: float | None = None
+        self._created = clock()
         self._gpu: tuple[int, int] | None = None
         reg = self.registry
         Gauge(
@@ -247,9 +249,38 @@ class Metrics:
         self._engine_failures.labels(engine).inc()
         self._failures[engine] = self._failures.get(engine, 0) + 1
 
-    def mqtt(self, connected: bool, reconnects: int, outbox: int, dropped: int) -> None:
+    def mqtt(
+        self,
+        connected: bool,
+        reconnects: int,
+        outbox: int,
+        dropped: int,
+        *,
+        now: float | None = None,
+    ) -> None:
         """The MQTT sink's current stats (its counters as totals since it started)."""
         self._mqtt = MqttStats(connected, reconnects, outbox, dropped)
+        if connected:
+            self._mqtt_down_since = None
+        elif self._mqtt_down_since is None:
+            self._mqtt_down_since = self._clock() if now is None else now
+
+    def mqtt_ok(self, now: float, max_down_s: float, outbox_limit: int) -> bool:
+        """The MQTT part of ``/healthz``: connected, or buffering within bounds.
+
+        Within bounds means disconnected for at most ``max_down_s`` seconds (a broker restart
+        or a network blip) with room left in the outbox (``outbox_limit`` is its capacity).
+        Before the sink's first report, the first ``max_down_s`` seconds count as connecting.
+        """
+        stats = self._mqtt
+        if stats is None:
+            return now - self._created <= max_down_s
+        if stats.connected:
+            return True
+        down = now - (self._mqtt_down_since if self._mqtt_down_since is not None else now)
+        return down <= max_down_s and mqtt_within_bounds(
+            connected=False, outbox=stats.outbox, outbox_limit=outbox_limit
+        )
 
     def gpu_memory_bytes(self, used: int, total: int) -> None:
         """GPU memory in use and in all, in bytes, where the backend can tell."""
@@ -278,7 +309,7 @@ class Metrics:
 
         Healthy when every expected camera delivered a frame and every expected engine
         completed an inference within ``max_age_s`` seconds, and ``mqtt_ok`` is not False
-        (None: MQTT is off). The detail dict is the ``/healthz`` JSON body: ``unhealthy``
+        (None: MQTT is off; otherwise usually ``self.mqtt_ok(now, max_age_s, outbox_size)``). The detail dict is the ``/healthz`` JSON body: ``unhealthy``
         names each failing part (``camera:NAME``, ``engine:NAME``, ``mqtt``) and each part
         carries its age or stats and a ``reason`` when it fails.
         """
@@ -308,15 +339,26 @@ class Metrics:
         mqtt: dict[str, Any] | None = None
         if mqtt_ok is not None:
             mqtt = {"ok": mqtt_ok}
-            if self._mqtt is not None:
+            stats = self._mqtt
+            if stats is not None:
                 mqtt.update(
-                    connected=self._mqtt.connected,
-                    reconnects=self._mqtt.reconnects,
-                    outbox=self._mqtt.outbox,
-                    dropped=self._mqtt.dropped,
+                    connected=stats.connected,
+                    reconnects=stats.reconnects,
+                    outbox=stats.outbox,
+                    dropped=stats.dropped,
                 )
+            if self._mqtt_down_since is not None:
+                mqtt["down_s"] = round(max(0.0, now - self._mqtt_down_since), 3)
             if not mqtt_ok:
-                mqtt["reason"] = "not connected and the outbox is beyond its bounds"
+                if stats is None:
+                    mqtt["reason"] = "the MQTT sink has not reported yet"
+                elif stats.connected:
+                    mqtt["reason"] = "MQTT reported unhealthy"
+                else:
+                    mqtt["reason"] = (
+                        f"disconnected for {mqtt.get('down_s', 0.0):.1f} s "
+                        f"with {stats.outbox} message(s) in the outbox"
+                    )
                 unhealthy.append("mqtt")
         healthy = not unhealthy
         detail: dict[str, Any] = {
