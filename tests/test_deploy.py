@@ -301,7 +301,7 @@ def every_metric_name() -> set[str]:
     m.stage_seconds("infer", 0.01)
     m.e2e_seconds("cam0", 0.02)
     m.engine_failed("det")
-    m.mqtt(connected=True, reconnects=0, outbox=0, dropped=0)
+    m.mqtt(connected=True, reconnects=0, outbox=0, dropped=0, published=0)
     m.gpu_memory_bytes(1, 2)
     return {
         s.name

@@ -62,13 +62,14 @@ def test_mqtt_and_gpu_appear_once_reported() -> None:
     names = {name for name, _ in samples(m)}
     assert not any(n.startswith(("edgeyolo_mqtt", "edgeyolo_gpu")) for n in names)
     m.mqtt(connected=True, reconnects=2, outbox=5, dropped=1)
-    m.mqtt(connected=False, reconnects=3, outbox=7, dropped=4)
+    m.mqtt(connected=False, reconnects=3, outbox=7, dropped=4, published=42)
     m.gpu_memory_bytes(100, 1000)
     s = samples(m)
     assert s["edgeyolo_mqtt_connected", ()] == 0
     assert s["edgeyolo_mqtt_reconnects_total", ()] == 3
     assert s["edgeyolo_mqtt_outbox_messages", ()] == 7
     assert s["edgeyolo_mqtt_dropped_total", ()] == 4
+    assert s["edgeyolo_mqtt_published_total", ()] == 42
     assert s["edgeyolo_gpu_memory_used_bytes", ()] == 100
     assert s["edgeyolo_gpu_memory_total_bytes", ()] == 1000
 

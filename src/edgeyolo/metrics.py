@@ -27,6 +27,7 @@ edgeyolo_mqtt_connected                      gauge                  ``mqtt`` (on
 edgeyolo_mqtt_reconnects_total               counter                ``mqtt`` (once reported)
 edgeyolo_mqtt_outbox_messages                gauge                  ``mqtt`` (once reported)
 edgeyolo_mqtt_dropped_total                  counter                ``mqtt`` (once reported)
+edgeyolo_mqtt_published_total                counter                ``mqtt`` (when given)
 edgeyolo_gpu_memory_used_bytes               gauge                  ``gpu_memory_bytes``
 edgeyolo_gpu_memory_total_bytes              gauge                  ``gpu_memory_bytes``
 edgeyolo_process_threads                     gauge                  /proc/self/status, scraped
@@ -101,6 +102,7 @@ class MqttStats:
     reconnects: int
     outbox: int
     dropped: int
+    published: int | None = None
 
 
 def mqtt_within_bounds(connected: bool, outbox: int, outbox_limit: int) -> bool:
@@ -256,10 +258,11 @@ class Metrics:
         outbox: int,
         dropped: int,
         *,
+        published: int | None = None,
         now: float | None = None,
     ) -> None:
         """The MQTT sink's current stats (its counters as totals since it started)."""
-        self._mqtt = MqttStats(connected, reconnects, outbox, dropped)
+        self._mqtt = MqttStats(connected, reconnects, outbox, dropped, published)
         if connected:
             self._mqtt_down_since = None
         elif self._mqtt_down_since is None:
@@ -309,9 +312,10 @@ class Metrics:
 
         Healthy when every expected camera delivered a frame and every expected engine
         completed an inference within ``max_age_s`` seconds, and ``mqtt_ok`` is not False
-        (None: MQTT is off; otherwise usually ``self.mqtt_ok(now, max_age_s, outbox_size)``). The detail dict is the ``/healthz`` JSON body: ``unhealthy``
-        names each failing part (``camera:NAME``, ``engine:NAME``, ``mqtt``) and each part
-        carries its age or stats and a ``reason`` when it fails.
+        (None: MQTT is off; otherwise usually ``self.mqtt_ok(now, max_age_s, outbox_size)``).
+        The detail dict is the ``/healthz`` JSON body: ``unhealthy`` names each failing part
+        (``camera:NAME``, ``engine:NAME``, ``mqtt``) and each part carries its age or stats
+        and a ``reason`` when it fails.
         """
         unhealthy: list[str] = []
 
@@ -426,6 +430,12 @@ class _LiveCollector:
                 "Messages the MQTT sink dropped because its outbox was full.",
                 value=stats.dropped,
             )
+            if stats.published is not None:
+                yield CounterMetricFamily(
+                    f"{NAMESPACE}_mqtt_published",
+                    "Messages the MQTT sink handed to the broker.",
+                    value=stats.published,
+                )
         if m._gpu is not None:
             used, total = m._gpu
             yield GaugeMetricFamily(
