@@ -392,6 +392,9 @@ def quantize_model(
             logging.getLogger().removeFilter(no_preprocess_hint)
         if reader.frames == 0:
             raise SourceError(f"calibration source {calib} gave no frames")
+        if reader.frames < frames:
+            # A short video, a small directory, or a container that overstates its length.
+            log.warning("quantize.fewer_frames", wanted=frames, got=reader.frames)
         quantized = onnx.load(str(tmp_out))
         _write_metadata(
             quantized,
