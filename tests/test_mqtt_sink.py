@@ -223,7 +223,9 @@ def test_broker_restart_reconnects_republishes_and_continues_sequence(tmp_path: 
     outage_s = 5.0
 
     async def main() -> dict[str, Any]:
-        sink = MqttSink(config(broker.url, pfx), TOPOLOGY)
+        # The defaults (backoff, interval, outbox): the outage numbers in the note are theirs.
+        defaults = {"backoff": {"initial_s": 0.5, "max_s": 30.0}, "state_min_interval_s": 1.0}
+        sink = MqttSink(config(broker.url, pfx, **defaults), TOPOLOGY)
         subs = [f"{pfx}/#", f"{pfx}-ha/#"]
         async with Collector(broker.port, subs) as before:
             await sink.start()
