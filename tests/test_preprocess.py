@@ -103,6 +103,18 @@ def test_preprocess_reuses_buffer_and_keeps_padding():
     np.testing.assert_allclose(out, reference_letterbox(small), atol=1e-6)
 
 
+def test_new_buffer_at_a_freed_address_gets_padding():
+    """Padding is tracked per live buffer, not per address: fresh buffers are always padded."""
+    pre = Preprocessor(640, 640)
+    frame = read_frame(DEMO_VIDEO, 0)
+    for _ in range(5):  # np.empty often reuses the block just freed
+        out = np.empty((1, 3, 640, 640), np.float32)
+        out.fill(np.nan)
+        pre(frame, out)
+        np.testing.assert_allclose(out, reference_letterbox(frame), atol=1e-6)
+        del out
+
+
 def test_preprocess_rejects_wrong_buffer():
     with pytest.raises(ValueError, match="output buffer shape"):
         Preprocessor(640, 640)(read_frame(DEMO_VIDEO, 0), np.empty((1, 3, 320, 320), np.float32))

@@ -9,6 +9,7 @@ changes, since the image always lands on the same pixels for frames of one size.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import cv2
@@ -52,6 +53,20 @@ def as_bgr(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(out)
 
 
+def _owner(arr: npt.NDArray[Any]) -> Any:
+    """The object that owns an array's memory (the root of its ``base`` chain)."""
+    while isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr if arr.base is None else arr.base
+
+
+def _owner_ref(arr: npt.NDArray[Any]) -> weakref.ref[Any] | None:
+    try:
+        return weakref.ref(_owner(arr))
+    except TypeError:  # an owner without weak references: pad every frame, to be safe
+        return None
+
+
 class Preprocessor:
     """Letterboxes frames into one model input shape; reuses its buffers between frames."""
 
@@ -61,8 +76,10 @@ class Preprocessor:
         self._geometry: Letterbox | None = None
         self._resized: npt.NDArray[np.uint8] | None = None
         self._planes: list[npt.NDArray[np.uint8]] = []
-        # Which output buffers already hold the padding for the current geometry.
-        self._padded: set[int] = set()
+        # Output buffers that already hold the padding for the current geometry: data address
+        # -> weak reference to the memory's owner. An address reused by a new buffer after the
+        # old one was freed has a dead reference, so it gets padded again.
+        self._padded: dict[int, weakref.ref[Any] | None] = {}
 
     def letterbox(self, src_w: int, src_h: int) -> Letterbox:
         """The letterbox for a source of this size (cached: sources rarely change size)."""
@@ -75,6 +92,10 @@ class Preprocessor:
             self._padded.clear()
         return lb
 
+    def _holds_padding(self, out: npt.NDArray[np.floating]) -> bool:
+        ref = self._padded.get(out.__array_interface__["data"][0], None)
+        return ref is not None and ref() is _owner(out)
+
     def __call__(self, image: npt.NDArray[np.uint8], out: npt.NDArray[np.floating]) -> Letterbox:
         """Write ``image`` (HxWx3 BGR uint8) letterboxed as 1x3xHxW RGB/255 into ``out``."""
         if out.shape != (1, 3, self.dst_h, self.dst_w):
@@ -83,10 +104,9 @@ class Preprocessor:
             )
         h, w = image.shape[:2]
         lb = self.letterbox(w, h)
-        key = out.__array_interface__["data"][0]
-        if key not in self._padded:
+        if not self._holds_padding(out):
             out.fill(PAD_VALUE / 255.0)
-            self._padded.add(key)
+            self._padded[out.__array_interface__["data"][0]] = _owner_ref(out)
         if (lb.new_w, lb.new_h) == (w, h):
             resized = image
         else:
