@@ -63,10 +63,20 @@ class TlsFiles:
             subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
         ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        # Extensions as Python 3.13's default (strict X.509) verification wants them.
         ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=edgeyolo test CA")  # fmt: skip
+            "-subj", "/CN=edgeyolo test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
         ssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-        (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+        (folder / "ext.cnf").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "basicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\n"
+            "authorityKeyIdentifier=keyid\n"
+            "subjectKeyIdentifier=hash\n"
+        )
         ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.crt", "-days", "2",
             "-extfile", "ext.cnf")  # fmt: skip

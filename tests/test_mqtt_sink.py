@@ -437,8 +437,8 @@ def test_tls_with_a_test_ca(tmp_path: Path):
 
     try:
         run(main())
-        gc.collect()  # let the leaked sockets' warnings fire under this test's filters
     finally:
+        gc.collect()  # let the leaked sockets' warnings fire under this test's filters
         broker.stop()
 
 
