@@ -57,6 +57,11 @@ class TlsFiles:
 
     @classmethod
     def make(cls, folder: Path) -> TlsFiles:
+        if not shutil.which("openssl"):
+            msg = "openssl is not installed (apt-get install openssl): the TLS test makes its CA"
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
         folder.mkdir(parents=True, exist_ok=True)
 
         def ssl(*args: str) -> None:
