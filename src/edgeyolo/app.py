@@ -21,15 +21,21 @@ from edgeyolo.config import load_config
 from edgeyolo.engines.model import check_model
 from edgeyolo.engines.select import create_backend
 from edgeyolo.errors import ConfigError
+from edgeyolo.health import HealthServer
+from edgeyolo.metrics import Metrics
 from edgeyolo.pipeline import CameraPipeline, ModelRunner
 from edgeyolo.postprocess import Thresholds
+from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
 from edgeyolo.sinks.jsonl import JsonlSink
 from edgeyolo.sources import CaptureSource
 from edgeyolo.telemetry import CameraTelemetry
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edgeyolo.config import Config
     from edgeyolo.engines.base import Backend
+    from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
 
 _log = structlog.get_logger("edgeyolo.app")
@@ -49,6 +55,8 @@ class RunOptions:
     jsonl: bool = True
     # The file SIGHUP re-reads; None: SIGHUP is not handled.
     config_path: Path | None = None
+    # Command-line overrides, applied again to a reloaded config.
+    overrides: Callable[[Config], Config] | None = None
 
 
 @dataclass
@@ -121,150 +129,260 @@ def _reported_labels(runner: ModelRunner) -> list[str]:
     return [runner.labels[int(i)] for i in ids]
 
 
-async def run_service(config: Config, options: RunOptions | None = None) -> RunResult:
-    """Run every camera until their sources end or a signal asks to stop."""
-    options = options or RunOptions()
-    loop = asyncio.get_running_loop()
-    started = time.perf_counter()
-    backend = create_backend(config)
-    runners: list[ModelRunner] = []
-    sinks: list[Sink] = []
-    started_sinks: list[Sink] = []
-    pipelines: list[CameraPipeline] = []
-    sources: list[CaptureSource] = []
-    stop_requested = asyncio.Event()
-    reload: Config | None = None
-    exit_code = 0
-    installed_signals: list[signal.Signals] = []
-    try:
-        runners = open_runners(config, backend)
-        sinks = build_sinks(config, runners, options)
-        for sink in sinks:
-            await sink.start()
-            started_sinks.append(sink)
-        for cam in config.cameras:
-            cam_cfg = cam if options.pace is None else cam.model_copy(update={"pace": options.pace})
-            src = CaptureSource(cam_cfg, loop_file=options.loop)
-            await src.start()
-            sources.append(src)
-            cam_runners = [
-                r for r in runners if r.config.cameras is None or cam.name in r.config.cameras
-            ]
-            if not cam_runners:
+class Service:
+    """One run of the service: resources are acquired in ``run`` and released in reverse."""
+
+    def __init__(self, config: Config, options: RunOptions) -> None:
+        self.config = config
+        self.options = options
+        self.metrics = Metrics()
+        self.notifier = SystemdNotifier.from_env(unset_environment=True)
+        self.runners: list[ModelRunner] = []
+        self.sinks: list[Sink] = []
+        self.sources: list[CaptureSource] = []
+        self.pipelines: list[CameraPipeline] = []
+        self.http_port: int | None = None
+        self.reload: Config | None = None
+        self._stop = asyncio.Event()
+        self._signals: list[signal.Signals] = []
+
+    # -- control ---------------------------------------------------------------------------
+    def stop(self, reason: str = "requested") -> None:
+        """Stop the sources; in-flight frames finish (within ``pipeline.stop_timeout_s``)."""
+        if self._stop.is_set():
+            return
+        _log.info("stopping", reason=reason, timeout_s=self.config.pipeline.stop_timeout_s)
+        self.notifier.stopping(f"stopping: {reason}")
+        self._stop.set()
+        for s in self.sources:
+            s.stop()
+
+    def _reload(self) -> None:
+        path = self.options.config_path
+        assert path is not None
+        try:
+            new = load_config(path)
+            if self.options.overrides is not None:
+                new = self.options.overrides(new)
+        except ConfigError as exc:
+            _log.error(
+                "config reload rejected; keeping the running config", path=str(path), error=str(exc)
+            )
+            return
+        _log.info("config reload accepted; restarting", path=str(path))
+        self.notifier.reloading()
+        self.reload = new
+        self.stop("SIGHUP")
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self.options.handle_signals:
+            return
+        handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+            (signal.SIGINT, lambda: self.stop("SIGINT")),
+            (signal.SIGTERM, lambda: self.stop("SIGTERM")),
+        ]
+        if self.options.config_path is not None:
+            handlers.append((signal.SIGHUP, self._reload))
+        for sig, handler in handlers:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, handler)
+                self._signals.append(sig)
+
+    # -- health ----------------------------------------------------------------------------
+    def _mqtt_sink(self) -> Any:
+        return next((s for s in self.sinks if hasattr(s, "subscriber_url")), None)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``/healthz``: every camera and engine recent, MQTT connected or buffering in bounds."""
+        now = time.monotonic()
+        max_age = self.config.http.max_age_s
+        mqtt = self.config.sinks.mqtt
+        mqtt_ok = None if mqtt is None else self.metrics.mqtt_ok(now, max_age, mqtt.outbox.size)
+        return self.metrics.health(
+            now,
+            max_age,
+            [p.camera for p in self.pipelines],
+            [r.name for r in self.runners],
+            mqtt_ok,
+        )
+
+    async def _report_mqtt(self) -> None:
+        sink = self._mqtt_sink()
+        if sink is None:
+            return
+        while True:
+            st = sink.stats()
+            self.metrics.mqtt(
+                st.connected, st.reconnects, st.outbox, st.dropped, published=st.published
+            )
+            await asyncio.sleep(1.0)
+
+    # -- run -------------------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        """Run every camera until their sources end or ``stop`` is called."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        exit_code = 0
+        backend = create_backend(self.config)
+        background: list[asyncio.Task[Any]] = []
+        async with contextlib.AsyncExitStack() as stack:
+            stack.callback(backend.close)
+            self.runners = open_runners(self.config, backend)
+            for r in self.runners:
+                stack.callback(r.engine.close)
+            self.sinks = build_sinks(self.config, self.runners, self.options)
+            for sink in self.sinks:
+                await sink.start()
+                stack.push_async_callback(self._close_sink, sink)
+            stack.push_async_callback(self._final_summaries)
+            self._open_pipelines(backend)
+            for p in self.pipelines:
+                stack.callback(p.close)
+            for src in self.sources:
+                stack.push_async_callback(src.close)
+            self.metrics.declare([p.camera for p in self.pipelines], [r.name for r in self.runners])
+            if self.config.http.enabled:
+                server = HealthServer(
+                    self.config.http.host, self.config.http.port, self.metrics, self.health
+                )
+                await stack.enter_async_context(server)
+                self.http_port = server.port
+                _log.info(
+                    "http endpoint",
+                    healthz=f"http://{self.config.http.host}:{server.port}/healthz",
+                    metrics=f"http://{self.config.http.host}:{server.port}/metrics",
+                )
+            self._install_signals(loop)
+            stack.callback(self._remove_signals, loop)
+            background.append(asyncio.create_task(self._report_mqtt()))
+            period = watchdog_period()
+            if period is not None:
+                background.append(
+                    asyncio.create_task(run_watchdog(self.notifier, period, lambda: True))
+                )
+            stack.callback(self.notifier.close)
+            try:
+                _log.info(
+                    "running",
+                    cameras=[p.camera for p in self.pipelines],
+                    models=[r.name for r in self.runners],
+                    backend=backend.name,
+                )
+                self.notifier.ready(f"running {len(self.pipelines)} camera(s)")
+                exit_code = await self._run_pipelines()
+            finally:
+                for t in background:
+                    t.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+        frames = {p.camera: p.frames_done for p in self.pipelines}
+        dropped = {p.camera: p.source.stats.dropped for p in self.pipelines}
+        _log.info("stopped", frames=frames, dropped=dropped, exit_code=exit_code)
+        return RunResult(
+            exit_code,
+            frames,
+            dropped,
+            time.perf_counter() - started,
+            {p.camera: p.telemetry for p in self.pipelines},
+            self.reload,
+        )
+
+    def _open_pipelines(self, backend: Backend) -> None:
+        for cam in self.config.cameras:
+            update: dict[str, Any] = (
+                {} if self.options.pace is None else {"pace": self.options.pace}
+            )
+            src = CaptureSource(cam.model_copy(update=update), loop_file=self.options.loop)
+            names = {m.name for m in self.config.models_for(cam.name)}
+            runners = [r for r in self.runners if r.name in names]
+            if not runners:
                 _log.warning("camera has no models; it is not run", camera=cam.name)
                 continue
             tel = CameraTelemetry(
                 cam.name,
                 structlog.get_logger("edgeyolo.telemetry").bind(camera=cam.name),
-                frame_sample=config.logging.frame_sample,
-                summary_interval_s=config.logging.summary_interval_s,
+                frame_sample=self.config.logging.frame_sample,
+                summary_interval_s=self.config.logging.summary_interval_s,
             )
-            tel.keep_all = options.keep_timings
-            pipelines.append(
-                CameraPipeline(
-                    src,
-                    cam_runners,
-                    backend,
-                    sinks,
-                    tel,
-                    max_frames=options.max_frames,
-                    sequential=options.sequential,
-                )
+            tel.keep_all = self.options.keep_timings
+            pipeline = CameraPipeline(
+                src,
+                runners,
+                backend,
+                self.sinks,
+                tel,
+                max_frames=self.options.max_frames,
+                sequential=self.options.sequential,
+                metrics=self.metrics,
             )
+            pipeline.on_summary = self._on_summary
+            self.sources.append(src)
+            self.pipelines.append(pipeline)
 
-        def request_stop(signame: str) -> None:
-            if stop_requested.is_set():
-                return
-            _log.info("stopping", signal=signame, timeout_s=config.pipeline.stop_timeout_s)
-            stop_requested.set()
-            for s in sources:
-                s.stop()
+    def _on_summary(self, stats: StatsEvent) -> None:
+        self.notifier.status(f"{stats.camera}: {stats.fps:.1f} fps, {stats.dropped} dropped")
 
-        def request_reload() -> None:
-            nonlocal reload
-            assert options.config_path is not None
-            try:
-                new = load_config(options.config_path)
-            except ConfigError as exc:
-                _log.error(
-                    "config reload rejected; keeping the running config",
-                    path=str(options.config_path),
-                    error=str(exc),
-                )
-                return
-            _log.info("config reload accepted; restarting", path=str(options.config_path))
-            reload = new
-            request_stop("SIGHUP")
-
-        if options.handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
-                    loop.add_signal_handler(sig, request_stop, sig.name)
-                    installed_signals.append(sig)
-            if options.config_path is not None:
-                loop.add_signal_handler(signal.SIGHUP, request_reload)
-                installed_signals.append(signal.SIGHUP)
-
-        _log.info(
-            "running", cameras=[p.camera for p in pipelines], models=[r.name for r in runners]
-        )
-        tasks = [asyncio.create_task(p.run(), name=f"camera-{p.camera}") for p in pipelines]
-        stopper: asyncio.Task[Any] = asyncio.create_task(stop_requested.wait())
+    async def _run_pipelines(self) -> int:
+        for src in self.sources:
+            await src.start()
+        exit_code = 0
+        tasks = {asyncio.create_task(p.run(), name=f"camera-{p.camera}") for p in self.pipelines}
+        stopper = asyncio.create_task(self._stop.wait())
         pending: set[asyncio.Task[Any]] = set(tasks)
-        while pending:
-            done, pending = await asyncio.wait(
-                pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
-            )
-            pending.discard(stopper)
-            for t in done:
-                if t is not stopper and t.exception() is not None:
+        try:
+            while pending:
+                done, pending = await asyncio.wait(
+                    pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(stopper)
+                for t in done - {stopper}:
                     exc = t.exception()
-                    _log.error("camera failed", camera=t.get_name(), error=str(exc))
-                    exit_code = 1
-            if stopper in done:
-                # Sources are stopped: in-flight frames finish, within the time limit.
-                _, still = await asyncio.wait(pending, timeout=config.pipeline.stop_timeout_s)
-                if still:
-                    _log.error(
-                        "in-flight frames did not finish in time; cancelling",
-                        cameras=[t.get_name() for t in still],
+                    if exc is not None:
+                        # One camera failing does not stop the others.
+                        _log.error("camera failed", camera=t.get_name(), error=str(exc))
+                        exit_code = 1
+                if stopper in done and pending:
+                    _, still = await asyncio.wait(
+                        pending, timeout=self.config.pipeline.stop_timeout_s
                     )
-                    for t in still:
-                        t.cancel()
-                    await asyncio.gather(*still, return_exceptions=True)
-                    exit_code = 1
-                pending = set()
-        stopper.cancel()
-    finally:
-        for sig in installed_signals:
-            loop.remove_signal_handler(sig)
-        for src in reversed(sources):
-            await src.close()
-        for p in reversed(pipelines):
-            for s in started_sinks:
+                    if still:
+                        _log.error(
+                            "in-flight frames did not finish in time; cancelling",
+                            cameras=[t.get_name() for t in still],
+                        )
+                        for t in still:
+                            t.cancel()
+                        await asyncio.gather(*still, return_exceptions=True)
+                        exit_code = 1
+                    pending = set()
+        finally:
+            stopper.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+        return exit_code
+
+    async def _final_summaries(self) -> None:
+        for p in self.pipelines:
+            stats = p.telemetry.summary(p.source.stats.dropped)
+            for sink in self.sinks:
                 with contextlib.suppress(Exception):
-                    await s.emit(p.telemetry.summary(p.source.stats.dropped))
-        for sink in reversed(started_sinks):
-            try:
-                await asyncio.wait_for(sink.close(), timeout=config.pipeline.stop_timeout_s)
-            except Exception as exc:
-                _log.error("sink did not close cleanly", sink=type(sink).__name__, error=str(exc))
-        for p in reversed(pipelines):
-            p.close()
-        for r in reversed(runners):
-            r.engine.close()
-        backend.close()
-    frames = {p.camera: p.frames_done for p in pipelines}
-    dropped = {p.camera: p.source.stats.dropped for p in pipelines}
-    _log.info("stopped", frames=frames, dropped=dropped, exit_code=exit_code)
-    return RunResult(
-        exit_code,
-        frames,
-        dropped,
-        time.perf_counter() - started,
-        {p.camera: p.telemetry for p in pipelines},
-        reload,
-    )
+                    await sink.emit(stats)
+
+    async def _close_sink(self, sink: Sink) -> None:
+        try:
+            await asyncio.wait_for(sink.close(), timeout=self.config.pipeline.stop_timeout_s)
+        except Exception as exc:
+            _log.error("sink did not close cleanly", sink=type(sink).__name__, error=str(exc))
+
+    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in self._signals:
+            loop.remove_signal_handler(sig)
+        self._signals.clear()
+
+
+async def run_service(config: Config, options: RunOptions | None = None) -> RunResult:
+    """Run the service once (until sources end, a signal, or a SIGHUP reload)."""
+    return await Service(config, options or RunOptions()).run()
 
 
 def run(config: Config, options: RunOptions | None = None) -> RunResult:

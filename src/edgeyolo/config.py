@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from edgeyolo.errors import ConfigError
+from edgeyolo.health import HttpConfig
 from edgeyolo.sinks.mqtt_config import MqttConfig
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
@@ -177,6 +178,7 @@ class Config(_Strict):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @model_validator(mode="after")
     def _names_and_references(self) -> Config:

@@ -19,17 +19,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
-from edgeyolo.events import Detection, DetectionEvent
+from edgeyolo.events import Detection, DetectionEvent, StatsEvent
 from edgeyolo.postprocess import Detections, Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
 from edgeyolo.telemetry import CameraTelemetry, FrameTimings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy.typing as npt
 
     from edgeyolo.config import ModelConfig
     from edgeyolo.engines.base import Backend, Engine, InputSlot, TensorSpec
     from edgeyolo.frames import Frame, Letterbox
+    from edgeyolo.metrics import Metrics
     from edgeyolo.sinks.base import Sink
     from edgeyolo.sources import CaptureSource
 
@@ -102,7 +105,7 @@ class CameraPipeline:
         *,
         max_frames: int | None = None,
         sequential: bool = False,
-        metrics: Any = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.source = source
         self.camera = source.name
@@ -112,6 +115,8 @@ class CameraPipeline:
         self.max_frames = max_frames
         self.sequential = sequential
         self.metrics = metrics
+        # Called with each periodic StatsEvent (the service feeds systemd's STATUS from it).
+        self.on_summary: Callable[[StatsEvent], None] | None = None
         self.log = structlog.get_logger("edgeyolo.pipeline").bind(camera=self.camera)
         specs = list(dict.fromkeys(r.engine.info.input for r in runners))
         self.preprocessors = {s: Preprocessor(*s.hw) for s in specs}
@@ -119,6 +124,7 @@ class CameraPipeline:
         self._slotsets = [_SlotSet({s: backend.allocate_input(s) for s in specs}) for _ in range(2)]
         self.frames_done = 0
         self.last_frame_monotonic: float | None = None
+        self._dropped_reported = 0
 
     def close(self) -> None:
         """Release the input slots (reverse order of allocation)."""
@@ -140,7 +146,7 @@ class CameraPipeline:
                     seq=frame.seq, capture_wait_ms=(time.perf_counter_ns() - t0) * _ms
                 )
                 if self.metrics is not None:
-                    self.metrics.frame_captured(self.camera)
+                    self._report_capture(timings.capture_wait_ms)
                 ss = self._slotsets[n % 2]
                 n += 1
                 t1 = time.perf_counter_ns()
@@ -148,6 +154,8 @@ class CameraPipeline:
                     ss.letterboxes[spec] = self.preprocessors[spec](frame.image, slot.host)
                     slot.commit()
                 timings.preprocess_ms = (time.perf_counter_ns() - t1) * _ms
+                if self.metrics is not None:
+                    self.metrics.stage_seconds("preprocess", timings.preprocess_ms / 1e3)
                 if inflight is not None:
                     await inflight
                 inflight = asyncio.create_task(self._process(frame, ss, timings))
@@ -159,6 +167,15 @@ class CameraPipeline:
                 inflight.cancel()
                 await asyncio.gather(inflight, return_exceptions=True)
 
+    def _report_capture(self, wait_ms: float) -> None:
+        assert self.metrics is not None
+        self.metrics.frame_captured(self.camera)
+        self.metrics.stage_seconds("capture_wait", wait_ms / 1e3)
+        dropped = self.source.stats.dropped
+        if dropped > self._dropped_reported:
+            self.metrics.frames_dropped(self.camera, dropped - self._dropped_reported)
+            self._dropped_reported = dropped
+
     async def _infer(self, runner: ModelRunner, slot: InputSlot) -> tuple[Any, float]:
         async with runner.lock:
             t = time.perf_counter_ns()
@@ -167,6 +184,7 @@ class CameraPipeline:
 
     async def _process(self, frame: Frame, ss: _SlotSet, timings: FrameTimings) -> None:
         runners = self.runners
+        t_infer = time.perf_counter_ns()
         if self.sequential:
             results: list[Any] = []
             for r in runners:
@@ -179,7 +197,9 @@ class CameraPipeline:
                 *(self._infer(r, ss.slots[r.engine.info.input]) for r in runners),
                 return_exceptions=True,
             )
+        infer_s = (time.perf_counter_ns() - t_infer) * 1e-9
         events = []
+        t_post = 0
         for runner, result in zip(runners, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
@@ -202,6 +222,7 @@ class CameraPipeline:
             t = time.perf_counter_ns()
             dets = runner.decode(raw, ss.letterboxes[runner.engine.info.input])
             detections = runner.to_detections(dets)
+            t_post += time.perf_counter_ns() - t
             timings.post_ms[runner.name] = (time.perf_counter_ns() - t) * _ms
             events.append(
                 DetectionEvent(
@@ -225,9 +246,14 @@ class CameraPipeline:
         self.frames_done += 1
         self.last_frame_monotonic = time.monotonic()
         if self.metrics is not None:
+            self.metrics.stage_seconds("infer", infer_s)
+            self.metrics.stage_seconds("post", t_post * 1e-9)
+            self.metrics.stage_seconds("emit", timings.emit_ms / 1e3)
             self.metrics.e2e_seconds(self.camera, timings.e2e_ms / 1e3)
         self.telemetry.record(timings)
         if self.telemetry.due():
             stats = self.telemetry.summary(self.source.stats.dropped)
             for sink in self.sinks:
                 await sink.emit(stats)
+            if self.on_summary is not None:
+                self.on_summary(stats)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 from edgeyolo.commands._common import add_config_arg, config_path, load
+from edgeyolo.config import Config
+from edgeyolo.errors import ConfigError
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,9 +39,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="publish to this MQTT broker, mqtt[s]://[user:pass@]host[:port] or 'embedded' "
         "(overrides sinks.mqtt.url; turns MQTT on if the config has it off)",
     )
+    p.add_argument(
+        "--http",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve /healthz and /metrics here (overrides the config's http section)",
+    )
     p.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
     p.set_defaults(func=main)
+
+
+def apply_overrides(cfg: Config, *, mqtt_url: str | None, http: str | None) -> Config:
+    """Command-line options that replace parts of the config."""
+    if mqtt_url is not None:
+        from edgeyolo.sinks.mqtt_config import with_broker_url  # noqa: PLC0415
+
+        sinks = cfg.sinks.model_copy(update={"mqtt": with_broker_url(cfg.sinks.mqtt, mqtt_url)})
+        cfg = cfg.model_copy(update={"sinks": sinks})
+    if http is not None:
+        from edgeyolo.health import parse_http_address  # noqa: PLC0415
+
+        try:
+            host, port = parse_http_address(http)
+        except ValueError as exc:
+            raise ConfigError(f"--http {http!r}: {exc}") from None
+        cfg = cfg.model_copy(
+            update={
+                "http": cfg.http.model_copy(update={"enabled": True, "host": host, "port": port})
+            }
+        )
+    return cfg
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,15 +77,16 @@ def main(args: argparse.Namespace) -> int:
 
     path = config_path(args.config)
     cfg = load(path, args.log_format, args.log_level)
-    if args.mqtt_url:
-        from edgeyolo.sinks.mqtt_config import with_broker_url  # noqa: PLC0415
 
-        mqtt = with_broker_url(cfg.sinks.mqtt, args.mqtt_url)
-        cfg = cfg.model_copy(update={"sinks": cfg.sinks.model_copy(update={"mqtt": mqtt})})
+    def overrides(c: Config) -> Config:
+        return apply_overrides(c, mqtt_url=args.mqtt_url, http=args.http)
+
+    cfg = overrides(cfg)
     options = RunOptions(
         max_frames=args.max_frames,
         loop=args.loop,
         pace="fast" if args.fast else None,
         config_path=path,
+        overrides=overrides,
     )
     return run(cfg, options).exit_code
