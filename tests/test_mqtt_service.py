@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import statistics
@@ -232,12 +233,20 @@ def test_service_survives_broker_restart(tmp_path: Path, broker: Mosquitto):
 
     before, after, svc = run(main())
     assert after == sorted(after)
-    assert after[0] > before[-1] or after[0] >= before[-1] - 2  # continues, never restarts
+    assert after[0] > before[-1] - 2  # continues the sequence, never starts again
     assert '"mqtt connected"' in svc.logs()
     assert svc.logs().count('"mqtt connect failed"') + svc.logs().count('"mqtt reconnecting"')
-    # Frames the service processed during the outage reached subscribers afterwards.
-    gap = sorted(set(range(before[-1] + 1, after[0])))
-    print(f"\nstream seq gap across the 5 s outage: {len(gap)} frames {gap[:20]}")
+    # What the service emitted (its JSON-lines sink) against what subscribers received: the
+    # pipeline itself skips frames when it falls behind, so seq gaps alone prove nothing.
+    emitted = [
+        e["seq"]
+        for e in map(json.loads, svc.out.read_text().splitlines())
+        if e["model"] == "det" and before[0] <= e["seq"] <= after[-1]
+    ]
+    lost = sorted(set(emitted) - set(before) - set(after))
+    print(f"\n5 s broker outage: {len(emitted)} stream events emitted, lost {len(lost)}: {lost}")
+    # QoS 0 (the stream's default) can lose what was in the socket as the broker died.
+    assert len(lost) <= 3
 
 
 def test_service_with_unreachable_broker_keeps_working(tmp_path: Path):
