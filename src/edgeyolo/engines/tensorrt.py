@@ -289,7 +289,6 @@ class TensorRTEngine:
         )
         self._bound_input = 0
         self._busy = False
-        self._expected_s: float | None = None
         self.last_enqueue_ms = 0.0
         self.last_gpu_ms = 0.0
 
@@ -372,13 +371,8 @@ class TensorRTEngine:
         self._busy = True
         try:
             done = self.enqueue(slot)
-            start = time.perf_counter()
-            await self._waiter.wait(done, self._stream, self._expected_s)
-            took = time.perf_counter() - start
-            # A smoothed estimate lets the polling waiter sleep through most of the GPU time.
-            self._expected_s = (
-                took if self._expected_s is None else 0.8 * self._expected_s + 0.2 * took
-            )
+            # The polling waiter keeps its own per-stream estimate of the GPU time.
+            await self._waiter.wait(done, self._stream)
             return self.result()
         finally:
             self._busy = False

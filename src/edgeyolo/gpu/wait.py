@@ -47,7 +47,13 @@ class Waiter(Protocol):
 
 
 class PollWaiter:
-    """Polls ``cuEventQuery``, yielding to the loop between polls (see the module docstring)."""
+    """Polls ``cuEventQuery``, yielding to the loop between polls (see the module docstring).
+
+    Without an ``expected_s`` hint it keeps its own estimate per stream: the time to
+    completion when a poll caught the moment precisely (during the zero-sleeps or the spin),
+    halved when the event was already done after a timer sleep (we overslept by an unknown
+    amount), so an estimate that is too long shrinks at once instead of feeding on itself.
+    """
 
     def __init__(
         self,
@@ -61,17 +67,29 @@ class PollWaiter:
         self.spin_s = spin_s
         self.max_sleep_s = max_sleep_s
         self.timeout_s = timeout_s
+        self._estimates: dict[int, float] = {}
 
     async def wait(self, event: Event, stream: Stream, expected_s: float | None = None) -> None:
-        """Return once ``event`` completed (the stream is not needed to poll)."""
-        del stream
-        await self.poll(event, expected_s)
+        """Return once ``event`` (recorded on ``stream``) completed."""
+        hint = expected_s if expected_s is not None else self._estimates.get(stream.ptr)
+        start = time.perf_counter()
+        precise = await self.poll(event, hint)
+        took = time.perf_counter() - start
+        old = self._estimates.get(stream.ptr)
+        if precise:
+            self._estimates[stream.ptr] = took if old is None else 0.5 * (old + took)
+        else:
+            self._estimates[stream.ptr] = 0.5 * min(took, old if old is not None else took)
 
-    async def poll(self, event: Event, expected_s: float | None = None) -> None:
-        """Return once ``event`` completed, raising ``CudaError`` after ``timeout_s``."""
+    async def poll(self, event: Event, expected_s: float | None = None) -> bool:
+        """Return once ``event`` completed, raising ``CudaError`` after ``timeout_s``.
+
+        Returns True when the completion was caught within a zero-sleep or spin step (so
+        the time taken is a good estimate for the next wait), False after a timer sleep.
+        """
         for _ in range(self.yields):
             if event.query():
-                return
+                return True
             await asyncio.sleep(0)
         start = time.perf_counter()
         if expected_s is not None and expected_s > 2 * _TIMER_RESOLUTION_S:
@@ -79,11 +97,11 @@ class PollWaiter:
             # the timer's millisecond rounding and the estimate's error.
             await asyncio.sleep(expected_s - 1.5 * _TIMER_RESOLUTION_S)
             if event.query():
-                return
+                return False
         spin_end = time.perf_counter() + self.spin_s
         while time.perf_counter() < spin_end:
             if event.query():
-                return
+                return True
             await asyncio.sleep(0)
         delay = _TIMER_RESOLUTION_S / 2
         while not event.query():
@@ -93,6 +111,7 @@ class PollWaiter:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_sleep_s)
+        return False
 
     def close(self) -> None:
         """Nothing to release."""
