@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import math
 import random
 import ssl
@@ -471,9 +472,12 @@ class MqttSink:
             host, port = url.host, url.port
         username = (url.username if url else None) or self.config.username
         secret = (url.password if url else None) or self.config.password
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             host,
             port,
+            # paho logs each socket error at ERROR through it; the sink logs every failure
+            # itself (with a hint), so the library's copy would only say it twice.
+            logger=_quiet_logger(),
             username=username,
             password=None if secret is None else secret.get_secret_value(),
             identifier=self.config.resolved_client_id() + ("-admin" if admin else ""),
@@ -482,6 +486,9 @@ class MqttSink:
             timeout=10.0,
             tls_context=self._tls,
         )
+        # The writer keeps up to _BATCH publishes in flight on purpose; aiomqtt warns above 10.
+        client.pending_calls_threshold = _BATCH + 8
+        return client
 
     def _backoff(self, attempt: int) -> float:
         b = self.config.backoff
@@ -597,6 +604,12 @@ class MqttSink:
                     self._published += 1
             if error is not None:
                 raise error
+
+
+def _quiet_logger() -> logging.Logger:
+    log = logging.getLogger("edgeyolo.mqtt.client")
+    log.setLevel(logging.CRITICAL)
+    return log
 
 
 def _describe(exc: BaseException) -> str:
