@@ -441,3 +441,36 @@ def test_given_engine_for_another_gpu_is_refused(trt, tmp_path):
     with pytest.raises(ModelError, match="edgeyolo build"):
         check_engine_file(path, Gpu("NVIDIA H100 80GB HBM3", (9, 0)), trt.__version__)
     assert check_engine_file(path, Gpu(), trt.__version__)["task"] == "detect"
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def test_doctor_onnxruntime_ready_here(capsys):
+    """On a machine without TensorRT, doctor passes for onnxruntime and says what is missing."""
+    from edgeyolo.cli import main
+
+    assert main(["doctor", "--backend", "onnxruntime"]) == 0
+    out = capsys.readouterr().out
+    assert "ready for backend onnxruntime" in out
+    assert "opencv" in out
+
+
+def test_doctor_tensorrt_not_ready_without_it(capsys, monkeypatch):
+    """For backend tensorrt, doctor fails and names the missing pieces and how to get them."""
+    from edgeyolo.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main(["doctor", "--backend", "tensorrt"]) == 1
+    out = capsys.readouterr().out
+    assert "not ready for backend tensorrt" in out
+    assert "python3-libnvinfer" in out
+
+
+def test_build_command_without_tensorrt_says_why(capsys, monkeypatch):
+    """`edgeyolo build` without TensorRT exits 2 with the reason (no traceback)."""
+    from edgeyolo.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main(["build", str(DET), "--precision", "fp16"]) == 2
+    assert "not installed" in capsys.readouterr().err

@@ -17,6 +17,8 @@ COMMANDS = (
     "bench",
     "quantize",
     "mqtt",
+    "build",
+    "doctor",
 )
 
 
