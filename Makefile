@@ -6,9 +6,6 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
-# TensorRT's type stubs depend on the `tensorrt` wheel, which cannot install here, so they
-# come in with --no-deps (pip cannot say that inside pyproject extras).
-TENSORRT_STUBS := tensorrt-stubs==10.13.0.35.1
 
 .PHONY: demo test lint typecheck pytest system-deps bench clean
 
@@ -20,7 +17,8 @@ $(STAMP): pyproject.toml
 
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	$(BIN)/python -m pip install -q --no-deps $(TENSORRT_STUBS)
+	# TensorRT's type stubs, without TensorRT (see the script for why --no-deps and a repair)
+	PYTHON=$(BIN)/python scripts/install-trt-stubs
 	touch $@
 
 demo: $(STAMP)
