@@ -193,6 +193,7 @@ class MqttSink:
         self._slots: dict[str, _Slot] = {}
         self._stats_payloads: dict[str, dict[str, Any]] = {}
         self._stream_last: dict[tuple[str, str], float] = {}
+        self._last_seq: dict[str, int] = {}
         self._connected = False
         self._ever_connected = False
         self._reconnects = 0
@@ -350,6 +351,7 @@ class MqttSink:
 
     def _on_detections(self, ev: DetectionEvent) -> None:
         now = time.monotonic()
+        self._last_seq[ev.camera] = max(ev.seq, self._last_seq.get(ev.camera, ev.seq))
         cam, model = self._cam(ev.camera), self._model(ev.model)
         stream = self.config.stream
         if stream.enabled:
@@ -374,6 +376,10 @@ class MqttSink:
 
     def _on_stats(self, ev: StatsEvent) -> None:
         payload = ev.to_dict()
+        # Every payload names a model and a frame: stats cover all of the camera's models,
+        # up to the last frame seen.
+        payload["model"] = None
+        payload["seq"] = self._last_seq.get(ev.camera)
         e2e = ev.stages_ms.get("e2e", {})
         payload["latency_ms"] = e2e.get("p50")
         payload["device"] = self._device_id
