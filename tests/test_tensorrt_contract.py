@@ -474,3 +474,28 @@ def test_build_command_without_tensorrt_says_why(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main(["build", str(DET), "--precision", "fp16"]) == 2
     assert "not installed" in capsys.readouterr().err
+
+
+def test_dynamic_batch_onnx_gets_a_profile(trt, tmp_path):
+    """An ONNX exported with a dynamic batch builds with a 1-frame optimization profile."""
+    import onnx
+
+    model = onnx.load(str(DET))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    dyn = tmp_path / "dyn.onnx"
+    onnx.save(model, str(dyn))
+    builder_seen = {}
+    real_builder = trt.Builder
+
+    class Spy(real_builder):
+        def build_serialized_network(self, network, config):
+            builder_seen["profiles"] = config.profiles
+            return super().build_serialized_network(network, config)
+
+    trt.Builder = Spy
+    try:
+        build_engine(dyn, tmp_path / "dyn.engine", BuildRequest(precision="fp32"), Gpu())
+    finally:
+        trt.Builder = real_builder
+    (profile,) = builder_seen["profiles"]
+    assert {tuple(s) for s in profile.shapes["images"]} == {(1, 3, 640, 640)}

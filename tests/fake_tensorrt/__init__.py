@@ -106,7 +106,7 @@ def install() -> Any:
 
 
 class Dims(tuple):  # noqa: SLOT001 - a tuple with TensorRT's Dims behaviour is enough
-    """TensorRT's Dims: indexable, with len()."""
+    """TensorRT's Dims: indexable, with len(); ``Dims([1, 3, 640, 640])`` as in TensorRT."""
 
 
 # --- logging ---------------------------------------------------------------------------------
@@ -416,8 +416,17 @@ class ITimingCache:
         return self.data + b"+"
 
 
+class IOptimizationProfile:
+    def __init__(self) -> None:
+        self.shapes: dict[str, tuple[Dims, Dims, Dims]] = {}
+
+    def set_shape(self, input: str, min: Dims, opt: Dims, max: Dims) -> None:  # noqa: A002
+        self.shapes[input] = (min, opt, max)
+
+
 class IBuilderConfig:
     def __init__(self) -> None:
+        self.profiles: list[IOptimizationProfile] = []
         self.flags: set[str] = set()
         self.pools: dict[str, int] = {}
         self.progress_monitor: IProgressMonitor | None = None
@@ -431,6 +440,10 @@ class IBuilderConfig:
 
     def get_flag(self, flag: enum.IntEnum) -> bool:
         return flag.name in self.flags
+
+    def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
+        self.profiles.append(profile)
+        return len(self.profiles) - 1
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
         self.pools[pool.name] = pool_size
@@ -463,6 +476,9 @@ class Builder:
 
     def create_builder_config(self) -> IBuilderConfig:
         return IBuilderConfig()
+
+    def create_optimization_profile(self) -> IOptimizationProfile:
+        return IOptimizationProfile()
 
     def build_serialized_network(
         self, network: INetworkDefinition, config: IBuilderConfig

@@ -22,11 +22,13 @@ Precision by TensorRT version (what this module relies on, from NVIDIA's documen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -408,6 +410,24 @@ def _progress_monitor(progress: ProgressFn) -> Any:
     return _Monitor()
 
 
+@contextlib.contextmanager
+def _heartbeat(say: ProgressFn, start: float, every_s: float = 20.0) -> Iterator[None]:
+    """A line every ``every_s`` while the builder works (TensorRT 8.x reports no progress)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            say(f"still building ({time.perf_counter() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, name="trt-build-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _calibrator(request: BuildRequest, input_shape: tuple[int, ...], progress: ProgressFn) -> Any:
     """An entropy calibrator (TensorRT < 11) fed with letterboxed frames, with a cache file."""
     import tensorrt as trt  # noqa: PLC0415
@@ -514,14 +534,28 @@ def build_engine(
         say(f"timing cache: {request.timing_cache} ({len(cache_bytes) // 1024} KiB)")
     timing_cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    inp = network.get_input(0)
+    shape = tuple(int(inp.shape[i]) for i in range(len(inp.shape)))
+    if any(d < 0 for d in shape[1:]):
+        raise ModelError(
+            f"{onnx_path}: input '{inp.name}' has a dynamic image size {shape}; export the "
+            "ONNX with a fixed imgsz"
+        )
+    if shape and shape[0] < 0:
+        # A dynamic batch needs an optimization profile; edgeyolo runs one frame per engine.
+        fixed = trt.Dims([1, *shape[1:]])
+        profile = builder.create_optimization_profile()
+        profile.set_shape(inp.name, fixed, fixed, fixed)
+        config.add_optimization_profile(profile)
+        shape = (1, *shape[1:])
     calibrator = None
     if plan.calibrator:
-        inp = network.get_input(0)
-        calibrator = _calibrator(request, tuple(inp.shape[i] for i in range(len(inp.shape))), say)
+        calibrator = _calibrator(request, shape, say)
         config.int8_calibrator = calibrator
     try:
-        # None on failure, whatever the stubs say.
-        serialized: trt.IHostMemory | None = builder.build_serialized_network(network, config)
+        with _heartbeat(say, start):
+            # None on failure, whatever the stubs say.
+            serialized: trt.IHostMemory | None = builder.build_serialized_network(network, config)
     finally:
         if calibrator is not None:
             calibrator.close()
