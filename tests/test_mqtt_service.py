@@ -311,3 +311,20 @@ def test_remove_discovery_command(tmp_path: Path, broker: Mosquitto):
     assert "Connection refused" in res.stderr
     assert "secret" not in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_bad_mqtt_url_is_a_clear_cli_error(tmp_path: Path):
+    """`edgeyolo run --mqtt-url` with a bad url exits 2 naming the option, password masked."""
+    config = write_config(tmp_path, new_prefix(), "embedded")
+    res = subprocess.run(
+        edgeyolo_cmd("run", "-c", str(config), "--mqtt-url", "http://me:hunter2@host:1883"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode == 2
+    assert "--mqtt-url 'http://me:***@host:1883'" in res.stderr
+    assert "scheme 'http'" in res.stderr
+    assert "hunter2" not in res.stderr
+    assert "Traceback" not in res.stderr
