@@ -339,21 +339,13 @@ def test_build_engine_applies_the_plan(trt, tmp_path, version, flags, strongly):
     """build_engine sets the plan's flags, writes engine, sidecar and timing cache, reports."""
     trt.configure(version)
     lines: list[str] = []
-    onnx = DET
-    if strongly:  # TensorRT 11 builds FP16 only from an FP16 ONNX: pretend this is one
-        import dataclasses
-
-        f = dataclasses.replace(inspect_onnx(DET), fp16=True)
-    else:
-        f = None
     out = tmp_path / "det.engine"
     result = build_engine(
-        onnx,
+        DET,
         out,
         BuildRequest(precision="fp16", timing_cache=tmp_path / "timing.cache"),
         Gpu(),
         progress=lines.append,
-        facts=f,
     )
     doc = json.loads(out.read_bytes()[len(trt.MAGIC) :])
     assert doc["builder_flags"] == flags
@@ -362,8 +354,32 @@ def test_build_engine_applies_the_plan(trt, tmp_path, version, flags, strongly):
     side = Sidecar.read(result.sidecar)
     assert side.key.tensorrt_version == version
     assert side.key.gpu_name == "Orin"
+    assert side.key.onnx_sha256 == inspect_onnx(DET).sha256  # keyed by the model given
     assert side.metadata["task"] == "detect"
     assert any("Building engine" in line for line in lines)
+    # TensorRT 11: the FP32 model was converted to FP16 first, and the copy cleaned up.
+    assert any("FP16 copy" in line for line in lines) is strongly
+    assert Path(doc["onnx"]).name == ("edgeyolo-demo-det.fp16.onnx" if strongly else DET.name)
+    assert not list(tmp_path.glob(".fp16-*"))
+
+
+def test_fp16_conversion_keeps_float32_io_and_accuracy(tmp_path):
+    """The FP16 copy has FP16 weights, float32 I/O, and ONNX Runtime's outputs within 1e-3."""
+    import onnxruntime as ort
+
+    from edgeyolo.engines.fp16 import convert_to_fp16
+
+    half = convert_to_fp16(POSE, tmp_path / "pose16.onnx")
+    assert inspect_onnx(half).fp16
+    x = np.random.default_rng().random((1, 3, 640, 640), dtype=np.float32)
+    ref = ort.InferenceSession(str(POSE), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x}
+    )[0]
+    out = ort.InferenceSession(str(half), providers=["CPUExecutionProvider"]).run(
+        None, {"images": x}
+    )[0]
+    assert out.dtype == np.float32
+    assert float(np.linalg.norm(out - ref) / np.linalg.norm(ref)) < 1e-3
 
 
 def test_cache_builds_once_then_reuses(trt, tmp_path):

@@ -23,6 +23,7 @@ Precision by TensorRT version (what this module relies on, from NVIDIA's documen
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -501,8 +502,36 @@ def build_engine(
 
     import_tensorrt()  # a clear BackendUnavailableError instead of AttributeErrors below
     say: ProgressFn = progress or (lambda _msg: None)
-    log = structlog.get_logger().bind(onnx=str(onnx_path), precision=request.precision)
     facts = facts or inspect_onnx(onnx_path)
+    version = tensorrt_version(trt)
+    if version[:1] >= (11,) and request.precision == "fp16" and not (facts.fp16 or facts.qdq):
+        # TensorRT 11 takes FP16 from the network itself: build from an FP16 copy.
+        from edgeyolo.engines.fp16 import convert_to_fp16  # noqa: PLC0415
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fp16-") as tmp:
+            half = convert_to_fp16(onnx_path, Path(tmp) / f"{onnx_path.stem}.fp16.onnx")
+            say(f"TensorRT {trt.__version__}: built from an FP16 copy of the FP32 model")
+            return _build(
+                onnx_path, half, out, request, ctx, say, dataclasses.replace(facts, fp16=True)
+            )
+    return _build(onnx_path, onnx_path, out, request, ctx, say, facts)
+
+
+def _build(
+    onnx_path: Path,
+    parse_path: Path,
+    out: Path,
+    request: BuildRequest,
+    ctx: GpuIdentity,
+    say: ProgressFn,
+    facts: OnnxFacts,
+) -> BuildResult:
+    import tensorrt as trt  # noqa: PLC0415
+
+    from edgeyolo.engines.trt_runtime import tensorrt_version  # noqa: PLC0415
+
+    log = structlog.get_logger().bind(onnx=str(onnx_path), precision=request.precision)
     version = tensorrt_version(trt)
     plan = plan_build(version, request.precision, facts, request.calibration is not None)
     key = current_key(facts.sha256, request.precision, ctx, trt.__version__)
@@ -518,7 +547,7 @@ def build_engine(
             net_flags |= 1 << int(member)
     network = builder.create_network(net_flags)
     parser = trt.OnnxParser(network, logger)
-    parsed: bool = parser.parse_from_file(str(onnx_path))
+    parsed: bool = parser.parse_from_file(str(parse_path))
     if not parsed:
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise ModelError(f"{onnx_path}: TensorRT's ONNX parser failed: {'; '.join(errors)}")
