@@ -515,3 +515,40 @@ def test_dynamic_batch_onnx_gets_a_profile(trt, tmp_path):
         trt.Builder = real_builder
     (profile,) = builder_seen["profiles"]
     assert {tuple(s) for s in profile.shapes["images"]} == {(1, 3, 640, 640)}
+
+
+@pytest.fixture
+def default_logging():
+    """structlog at its defaults (commands configure a warning-level filter globally)."""
+    import structlog
+
+    saved = structlog.get_config()
+    structlog.reset_defaults()
+    yield
+    structlog.configure(**saved)
+
+
+def test_auto_backend_falls_back_with_the_reason(default_logging):
+    """backend auto without a usable TensorRT picks ONNX Runtime and logs why."""
+    from structlog.testing import capture_logs
+
+    from edgeyolo.config import Config
+    from edgeyolo.engines.select import create_backend
+
+    cfg = Config.model_validate(
+        {
+            "backend": "auto",
+            "cameras": [{"name": "cam", "source": str(REPO / "media" / "demo-scene.mp4")}],
+            "models": [{"name": "det", "path": str(DET), "task": "detect"}],
+        }
+    )
+    with capture_logs() as logs:
+        backend = create_backend(cfg)
+    try:
+        assert backend.name == "onnxruntime"
+    finally:
+        backend.close()
+    chosen = [e for e in logs if e.get("event") == "backend selected"]
+    assert chosen
+    assert chosen[0]["backend"] == "onnxruntime"
+    assert chosen[0]["why"]  # names what is missing (tensorrt, cuda-python or the GPU)

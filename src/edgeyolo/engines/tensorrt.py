@@ -33,6 +33,7 @@ from edgeyolo.engines.build import (
     resolve_onnx,
 )
 from edgeyolo.engines.model import check_model, info_from_metadata
+from edgeyolo.engines.trt_runtime import tensorrt_unavailable_reason
 from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 
     from edgeyolo.config import ModelConfig, TensorRTConfig
     from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, PinnedBuffer, Stream, Waiter
+
+__all__ = [
+    "TensorRTBackend",
+    "TensorRTEngine",
+    "TensorRTInputSlot",
+    "tensorrt_unavailable_reason",  # the probe engines.select calls for backend: auto
+]
 
 # TensorRT DataType member names -> numpy; I/O of YOLO engines is FP32 or FP16.
 _NUMPY_TYPES: dict[str, Any] = {
