@@ -20,8 +20,11 @@ sets the version, and with 11+ the FP16/INT8 builder flags disappear as they do 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -396,6 +399,14 @@ class OnnxParser:
         except Exception as exc:
             self.errors.append(ParserError(f"cannot parse {path}: {exc}"))
             return False
+        if any(part.startswith(".fp16-") for part in path.parts):
+            # edgeyolo deletes its temporary FP16 copy after the build; a real engine is
+            # self-contained, ours points at its ONNX file, so keep one.
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            keep = Path(tempfile.gettempdir()) / "fake_tensorrt" / f"{digest}-{path.name}"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, keep)
+            path = keep
         self.network.onnx = path
         self.network.inputs = [(n, s) for n, is_in, s, _ in io if is_in]
         return True
