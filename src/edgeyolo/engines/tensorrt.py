@@ -222,6 +222,8 @@ class TensorRTInputSlot:
 
     def commit(self) -> None:
         """Enqueue one host-to-device copy and record ``ready``; returns at once."""
+        # An engine closed on its own synchronized its stream first: nothing left to wait for.
+        self._readers = [r for r in self._readers if not r.closed]
         for reader in self._readers:
             # Never overwrite the device input while an engine may still be reading it.
             self._upload.wait_event(reader)

@@ -172,6 +172,11 @@ class Event(_Closing):
         self._not_ready = int(drv.CUresult.CUDA_ERROR_NOT_READY)
         self._closed = False
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` destroyed the event."""
+        return self._closed
+
     def record(self, stream: Stream) -> None:
         """Mark the point in ``stream`` that ``query`` and waits refer to."""
         check(self._drv.cuEventRecord(self.handle, stream.handle), "cuEventRecord")
