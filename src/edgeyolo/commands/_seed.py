@@ -25,6 +25,14 @@ def _seed_letterbox(img: Any, h: int, w: int) -> tuple[Any, float]:
     return canvas, scale
 
 
+def _seed_xyxy(b: Any, scale: float) -> Any:
+    half_w, half_h = b[:, 2] / 2, b[:, 3] / 2
+    return (
+        np.stack([b[:, 0] - half_w, b[:, 1] - half_h, b[:, 0] + half_w, b[:, 1] + half_h], 1)
+        / scale
+    )
+
+
 def _seed_nms(boxes: Any, scores: Any, thr: float) -> list[int]:
     order = scores.argsort()[::-1]
     keep = []
@@ -70,37 +78,12 @@ class SeedPipeline:
                 ids = np.argmax(scores, axis=1)
                 conf = scores[np.arange(len(ids)), ids]
                 m = conf > 0.3
-                b = out[m, :4]
-                xyxy = (
-                    np.stack(
-                        [
-                            b[:, 0] - b[:, 2] / 2,
-                            b[:, 1] - b[:, 3] / 2,
-                            b[:, 0] + b[:, 2] / 2,
-                            b[:, 1] + b[:, 3] / 2,
-                        ],
-                        1,
-                    )
-                    / scale
-                )
+                xyxy = _seed_xyxy(out[m, :4], scale)
                 cv2.dnn.NMSBoxes(xyxy.astype(int).tolist(), conf[m].tolist(), 0.3, 0.1)
             else:
                 conf = out[:, 4]
                 m = conf > 0.1
-                b = out[m, :4]
-                xyxy = (
-                    np.stack(
-                        [
-                            b[:, 0] - b[:, 2] / 2,
-                            b[:, 1] - b[:, 3] / 2,
-                            b[:, 0] + b[:, 2] / 2,
-                            b[:, 1] + b[:, 3] / 2,
-                        ],
-                        1,
-                    )
-                    / scale
-                )
-                keep = _seed_nms(xyxy, conf[m], 0.45)
+                keep = _seed_nms(_seed_xyxy(out[m, :4], scale), conf[m], 0.45)
                 kpts = out[m][keep, 5:].reshape(-1, 17, 3)
                 kpts[..., :2] /= scale
                 _ = kpts[..., 2] >= 0.2

@@ -40,21 +40,14 @@ def nms(
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     limit = n if max_keep is None else max_keep
     keep: list[int] = []
-    if n <= _MATRIX_LIMIT:
-        over = _iou_rows(boxes, areas, np.arange(n)) > iou_threshold
-        alive = np.ones(n, bool)
-        for i in range(n):
-            if alive[i]:
-                keep.append(i)
-                if len(keep) >= limit:
-                    break
-                alive &= ~over[i]
-    else:
-        alive = np.ones(n, bool)
-        for i in range(n):
-            if alive[i]:
-                keep.append(i)
-                if len(keep) >= limit:
-                    break
-                alive &= ~(_iou_rows(boxes, areas, i) > iou_threshold)
+    # Small sets: the whole pairwise matrix at once; large ones: one row per kept box.
+    over = _iou_rows(boxes, areas, np.arange(n)) > iou_threshold if n <= _MATRIX_LIMIT else None
+    alive = np.ones(n, bool)
+    for i in range(n):
+        if alive[i]:
+            keep.append(i)
+            if len(keep) >= limit:
+                break
+            row = over[i] if over is not None else _iou_rows(boxes, areas, i) > iou_threshold
+            alive &= ~row
     return order[np.asarray(keep, np.intp)]

@@ -232,23 +232,28 @@ class CaptureSource:
             if not self.loop_file:
                 return
 
-    def _run_file(self, cap: Any, log: Any) -> None:
+    def _pump(self, cap: Any, log: Any) -> bool:
+        """Read and deliver frames until the capture ends (False) or stop is asked (True)."""
         self.native_fps = cap.get(cv2.CAP_PROP_FPS) or None
         pacer = self._throttle()
+        while not self._stop.is_set():
+            ok, image = cap.read()
+            if not ok:
+                return False
+            if pacer.admit(self._stop):
+                self._emit(image, log)
+            else:
+                self.stats.skipped += 1
+        return True
+
+    def _run_file(self, cap: Any, log: Any) -> None:
         try:
-            while not self._stop.is_set():
-                ok, image = cap.read()
-                if not ok:
-                    if self.loop_file and self.stats.captured > 0:
-                        cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                        log.debug("looping file")
-                        continue
+            while not self._pump(cap, log):
+                if not (self.loop_file and self.stats.captured > 0):
                     log.info("end of file", frames=self.stats.captured)
                     return
-                if pacer.admit(self._stop):
-                    self._emit(image, log)
-                else:
-                    self.stats.skipped += 1
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                log.debug("looping file")
         finally:
             cap.release()
 
@@ -258,36 +263,24 @@ class CaptureSource:
         while not self._stop.is_set():
             attempt += 1
             cap = _open_capture(self.config.source, self.kind)
-            if not cap.isOpened():
+            if cap.isOpened():
+                log.info("source opened", attempt=attempt)
+                captured = self.stats.captured
+                try:
+                    if self._pump(cap, log):
+                        return
+                finally:
+                    cap.release()
+                log.warning("source stopped delivering frames, reopening", retry_in_s=delay)
+                if self.stats.captured > captured:
+                    # It delivered for a while: start the backoff afresh.
+                    delay, attempt = self.config.reconnect.initial_s, 0
+            else:
                 cap.release()
-                self.stats.reconnects += 1
-                log.error(
-                    "cannot open source, retrying", attempt=attempt, retry_in_s=round(delay, 2)
-                )
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.config.reconnect.max_s)
-                continue
-            log.info("source opened", attempt=attempt)
-            self.native_fps = cap.get(cv2.CAP_PROP_FPS) or None
-            pacer = self._throttle()
-            try:
-                while not self._stop.is_set():
-                    ok, image = cap.read()
-                    if not ok:
-                        log.warning("source stopped delivering frames, reopening")
-                        break
-                    delay = self.config.reconnect.initial_s
-                    attempt = 0
-                    if pacer.admit(self._stop):
-                        self._emit(image, log)
-                    else:
-                        self.stats.skipped += 1
-            finally:
-                cap.release()
-            if not self._stop.is_set():
-                self.stats.reconnects += 1
-                self._stop.wait(delay)
-                delay = min(delay * 2, self.config.reconnect.max_s)
+                log.error("cannot open source, retrying", attempt=attempt, retry_in_s=delay)
+            self.stats.reconnects += 1
+            self._stop.wait(delay)
+            delay = min(delay * 2, self.config.reconnect.max_s)
 
 
 class _Pacer:
