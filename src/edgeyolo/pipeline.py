@@ -176,11 +176,20 @@ class CameraPipeline:
             self.metrics.frames_dropped(self.camera, dropped - self._dropped_reported)
             self._dropped_reported = dropped
 
-    async def _infer(self, runner: ModelRunner, slot: InputSlot) -> tuple[Any, float]:
+    async def _infer(self, runner: ModelRunner, ss: _SlotSet) -> tuple[Detections, float, float]:
+        """Run one engine and decode its output: (detections, infer ms, decode ms).
+
+        Decoding happens under the engine's lock: the raw output lives in a buffer the engine
+        reuses (pinned memory on TensorRT), which another camera's frame may overwrite as soon
+        as the lock is released. ``decode`` copies what it keeps.
+        """
+        spec = runner.engine.info.input
         async with runner.lock:
-            t = time.perf_counter_ns()
-            raw = await runner.engine.infer(slot)
-            return raw, (time.perf_counter_ns() - t) * _ms
+            t0 = time.perf_counter_ns()
+            raw = await runner.engine.infer(ss.slots[spec])
+            t1 = time.perf_counter_ns()
+            dets = runner.decode(raw, ss.letterboxes[spec])
+            return dets, (t1 - t0) * _ms, (time.perf_counter_ns() - t1) * _ms
 
     async def _process(self, frame: Frame, ss: _SlotSet, timings: FrameTimings) -> None:
         runners = self.runners
@@ -189,17 +198,18 @@ class CameraPipeline:
             results: list[Any] = []
             for r in runners:
                 try:
-                    results.append(await self._infer(r, ss.slots[r.engine.info.input]))
+                    results.append(await self._infer(r, ss))
                 except Exception as exc:  # isolated below like the concurrent path
                     results.append(exc)
         else:
             results = await asyncio.gather(
-                *(self._infer(r, ss.slots[r.engine.info.input]) for r in runners),
+                *(self._infer(r, ss) for r in runners),
                 return_exceptions=True,
             )
+        # The infer stage includes each engine's decode, which overlaps the other engines.
         infer_s = (time.perf_counter_ns() - t_infer) * 1e-9
         events = []
-        t_post = 0
+        t_post = 0.0
         for runner, result in zip(runners, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
@@ -215,15 +225,15 @@ class CameraPipeline:
                         error=f"{type(result).__name__}: {result}",
                     )
                 continue
-            raw, infer_ms = result
+            dets, infer_ms, decode_ms = result
             timings.infer_ms[runner.name] = infer_ms
             if self.metrics is not None:
                 self.metrics.inference_seconds(runner.name, infer_ms / 1e3)
             t = time.perf_counter_ns()
-            dets = runner.decode(raw, ss.letterboxes[runner.engine.info.input])
             detections = runner.to_detections(dets)
-            t_post += time.perf_counter_ns() - t
-            timings.post_ms[runner.name] = (time.perf_counter_ns() - t) * _ms
+            post_ms = decode_ms + (time.perf_counter_ns() - t) * _ms
+            t_post += post_ms
+            timings.post_ms[runner.name] = post_ms
             events.append(
                 DetectionEvent(
                     camera=self.camera,
@@ -247,7 +257,7 @@ class CameraPipeline:
         self.last_frame_monotonic = time.monotonic()
         if self.metrics is not None:
             self.metrics.stage_seconds("infer", infer_s)
-            self.metrics.stage_seconds("post", t_post * 1e-9)
+            self.metrics.stage_seconds("post", t_post / 1e3)
             self.metrics.stage_seconds("emit", timings.emit_ms / 1e3)
             self.metrics.e2e_seconds(self.camera, timings.e2e_ms / 1e3)
         self.telemetry.record(timings)
