@@ -42,3 +42,15 @@ def test_pipeline_report(flag):
     for name in ("capture_wait", "preprocess", "e2e", "infer.det-fp32", "post.pose-int8"):
         assert stages[name]["median"] >= 0
         assert stages[name]["p95"] >= stages[name]["median"]
+
+
+def test_waits_without_gpu_says_what_is_missing():
+    from edgeyolo.engines.trt_runtime import cuda_problem
+
+    if cuda_problem() is None:
+        pytest.skip("a GPU is present: scripts/gpu-check measures the waits there")
+    res = subprocess.run(
+        edgeyolo_cmd("bench", "--waits"), capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert res.returncode == 2
+    assert "bench --waits needs an NVIDIA GPU: " in res.stderr

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the models one after another instead of concurrently",
     )
     p.add_argument(
+        "--waits",
+        action="store_true",
+        help="GPU only: time from the GPU finishing to the loop knowing, polling CUDA events "
+        "vs a host callback (and the loop's CPU use while waiting)",
+    )
+    p.add_argument(
         "--cpu-stages",
         action="store_true",
         help="time only preprocessing and postprocessing (CPU), against the seed's way",
@@ -182,9 +188,47 @@ def _one_frame(
     return (t1 - t0) / 1e6, (t2 - t1) / 1e6
 
 
+def bench_waits(samples: int) -> dict[str, Any]:
+    """Polling vs host-callback waits on this machine's GPU (see ``edgeyolo.gpu.bench``)."""
+    import asyncio  # noqa: PLC0415
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from edgeyolo.engines.trt_runtime import cuda_problem  # noqa: PLC0415
+    from edgeyolo.errors import BackendUnavailableError  # noqa: PLC0415
+
+    problem = cuda_problem()
+    if problem is not None:
+        raise BackendUnavailableError(f"bench --waits needs an NVIDIA GPU: {problem}")
+    from edgeyolo.gpu import CudaContext  # noqa: PLC0415
+    from edgeyolo.gpu.bench import measure_floor, measure_wait  # noqa: PLC0415
+
+    gpu_s = 0.004  # about one engine's GPU time on a Jetson Orin
+
+    async def measure() -> list[Any]:
+        return [
+            await measure_wait("poll", samples, gpu_s, hint=True),
+            await measure_wait("callback", samples, gpu_s),
+        ]
+
+    with CudaContext(0):
+        floor = measure_floor(samples)
+        poll, callback = asyncio.run(measure())
+    return {
+        "mode": "waits",
+        "samples": samples,
+        "gpu_ms": gpu_s * 1e3,
+        "floor": asdict(floor),
+        "poll": asdict(poll),
+        "callback": asdict(callback),
+        "poll_vs_callback_p50": round(callback.p50_us / poll.p50_us, 2) if poll.p50_us else None,
+    }
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = load(args.config, log_format=None, log_level="warning")
-    if args.cpu_stages:
+    if args.waits:
+        report = bench_waits(max(args.frames, 50))
+    elif args.cpu_stages:
         report = bench_cpu_stages(cfg, args.frames)
     else:
         report = bench_pipeline(cfg, args.frames, args.warmup, args.sequential)
