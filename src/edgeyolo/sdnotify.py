@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from edgeyolo.closing import Closing
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from types import TracebackType
-
-    from typing_extensions import Self
 
 
 def _address(value: str) -> str | None:
@@ -37,7 +36,7 @@ def _address(value: str) -> str | None:
     return None  # e.g. systemd 254's vsock: addresses, which this does not speak
 
 
-class SystemdNotifier:
+class SystemdNotifier(Closing):
     """Sends notify messages to systemd; does nothing when ``address`` is None.
 
     Build it with ``SystemdNotifier.from_env()``. Sending never raises: a failed send is
@@ -129,17 +128,6 @@ class SystemdNotifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def _one_line(text: str) -> str:

@@ -16,22 +16,17 @@ import asyncio
 import statistics
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edgeyolo.closing import Closing
 from edgeyolo.gpu.errors import check, driver
 from edgeyolo.gpu.memory import PinnedBuffer
 from edgeyolo.gpu.runtime import Event, Stream
 from edgeyolo.gpu.wait import CallbackWaiter, PollWaiter, WaitKind
 
-if TYPE_CHECKING:
-    from types import TracebackType
 
-    from typing_extensions import Self
-
-
-class StreamGate:
+class StreamGate(Closing):
     """A page-locked flag that streams can be made to wait on until the host opens it."""
 
     def __init__(self) -> None:
@@ -60,17 +55,6 @@ class StreamGate:
 
     def close(self) -> None:
         self._flag.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)

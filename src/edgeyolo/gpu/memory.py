@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgeyolo.closing import Closing
 from edgeyolo.gpu.errors import check, driver
-from edgeyolo.gpu.runtime import _Closing
 
 
-class PinnedBuffer(_Closing):
+class PinnedBuffer(Closing):
     """Page-locked host memory with a numpy view, for truly asynchronous copies.
 
     Fill ``array`` in place (``np.copyto``, slicing, ``out=``); never rebind it to a new
@@ -42,7 +42,7 @@ class PinnedBuffer(_Closing):
         check(self._drv.cuMemFreeHost(self.ptr), "cuMemFreeHost")
 
 
-class DeviceBuffer(_Closing):
+class DeviceBuffer(Closing):
     """``nbytes`` of device memory; ``ptr`` is what ``set_tensor_address`` takes."""
 
     def __init__(self, nbytes: int) -> None:

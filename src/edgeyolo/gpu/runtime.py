@@ -10,35 +10,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from edgeyolo.closing import Closing
 from edgeyolo.gpu.errors import CudaError, check, driver
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
-    from typing_extensions import Self
-
     from edgeyolo.gpu.memory import DeviceBuffer, PinnedBuffer
 
 
-class _Closing:
-    """Context-manager use for objects with ``close()``."""
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class CudaContext(_Closing):
+class CudaContext(Closing):
     """The primary context of one GPU, current on the thread that created it."""
 
     def __init__(self, device: int = 0) -> None:
@@ -117,7 +96,7 @@ class CudaContext(_Closing):
         check(self._drv.cuDevicePrimaryCtxRelease(self._device), "cuDevicePrimaryCtxRelease")
 
 
-class Stream(_Closing):
+class Stream(Closing):
     """A non-blocking stream: no implicit synchronization with the legacy default stream."""
 
     def __init__(self) -> None:
@@ -159,7 +138,7 @@ class Stream(_Closing):
         check(self._drv.cuStreamDestroy(self.handle), "cuStreamDestroy")
 
 
-class Event(_Closing):
+class Event(Closing):
     """A CUDA event; without ``timing`` it is cheaper to record and query."""
 
     def __init__(self, timing: bool = False) -> None:
