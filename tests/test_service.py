@@ -186,3 +186,48 @@ def test_two_cameras_share_engines(tmp_path):
     # Same frames through the same engines: the two cameras see the same things.
     first = {(e["camera"], e["model"], e["seq"]): e["detections"] for e in events}
     assert all(first["demo", m, s] == first["second", m, s] for _, m, s in first)
+
+
+def test_failing_engine_is_isolated(tmp_path, monkeypatch):
+    """An engine that raises is logged and counted; the other models keep producing events."""
+    import structlog
+
+    import edgeyolo.app as app_module
+
+    open_runners = app_module.open_runners
+
+    def open_with_fault(config, backend):
+        runners = open_runners(config, backend)
+        broken = next(r for r in runners if r.name == "pose-int8")
+
+        async def infer(slot):
+            raise RuntimeError("device lost")  # the fault, injected at the engine boundary
+
+        broken.engine.infer = infer
+        return runners
+
+    monkeypatch.setattr(app_module, "open_runners", open_with_fault)
+    seen: list = []
+
+    class Collect:
+        async def start(self) -> None: ...
+
+        async def emit(self, event) -> None:
+            seen.append(event)
+
+        async def close(self) -> None: ...
+
+    options = RunOptions(max_frames=6, pace="fast", jsonl=False, handle_signals=False)
+    options.extra_sinks.append(Collect())
+    service = app_module.Service(load_config(demo_config(tmp_path)), options)
+    with structlog.testing.capture_logs() as logs:
+        result = asyncio.run(service.run())
+    assert result.exit_code == 0
+    models = [e.model for e in seen if e.type == "detections"]
+    assert models.count("det-fp32") == models.count("pose-fp32") == 6
+    assert "pose-int8" not in models
+    failures = [x for x in logs if x["event"] == "engine failed"]
+    assert failures[0]["model"] == "pose-int8"
+    assert "RuntimeError: device lost" in failures[0]["error"]
+    metrics = service.metrics.exposition().decode()
+    assert 'edgeyolo_engine_failures_total{engine="pose-int8"} 6.0' in metrics
