@@ -227,6 +227,11 @@ class Service:
         background: list[asyncio.Task[Any]] = []
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(backend.close)
+            if backend.name == "tensorrt":
+                # Engines built from .onnx on first start take minutes on a Jetson: tell
+                # systemd before its start timeout runs out.
+                self.notifier.extend_timeout(1800)
+                self.notifier.status("loading or building TensorRT engines")
             self.runners = open_runners(self.config, backend)
             for r in self.runners:
                 stack.callback(r.engine.close)
