@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -231,3 +232,34 @@ def test_failing_engine_is_isolated(tmp_path, monkeypatch):
     assert "RuntimeError: device lost" in failures[0]["error"]
     metrics = service.metrics.exposition().decode()
     assert 'edgeyolo_engine_failures_total{engine="pose-int8"} 6.0' in metrics
+
+
+def test_systemd_notifications(tmp_path):
+    """Under systemd (NOTIFY_SOCKET set) the service says READY=1, then STOPPING=1."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": str(path)}
+    try:
+        res = subprocess.run(
+            edgeyolo_cmd("run", "-c", str(demo_config(tmp_path)), "--max-frames", "3", "--fast"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd=REPO,
+            env=env,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        sock.settimeout(0.5)
+        messages = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                messages.append(sock.recv(4096).decode())
+    finally:
+        sock.close()
+    text = "\n".join(messages)
+    assert text.index("READY=1") < text.index("STOPPING=1")
+    assert "STATUS=running 1 camera(s)" in text

@@ -276,6 +276,8 @@ class Service:
                 self.notifier.ready(f"running {len(self.pipelines)} camera(s)")
                 exit_code = await self._run_pipelines()
             finally:
+                if not self._stop.is_set():  # sources ended by themselves
+                    self.notifier.stopping("sources ended")
                 for t in background:
                     t.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
