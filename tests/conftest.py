@@ -47,6 +47,17 @@ def demo_frame() -> np.ndarray:
     return read_frame(DEMO_VIDEO, 0)
 
 
+@pytest.fixture
+def broker(tmp_path: Path):
+    """A real mosquitto on a free loopback port for one test (tests/mosquitto.py)."""
+    from mosquitto import Mosquitto
+
+    b = Mosquitto(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
 def edgeyolo_cmd(*args: str) -> list[str]:
     """Command line running this checkout's edgeyolo with the test interpreter."""
     return [sys.executable, "-m", "edgeyolo", *args]

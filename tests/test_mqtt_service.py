@@ -86,14 +86,6 @@ def new_prefix() -> str:
     return f"svc-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 def test_service_publishes_state_events_and_offline(tmp_path: Path, broker: Mosquitto):
     """The service (pointed at the broker with --mqtt-url) publishes availability, discovery,
     counts, occupancy, pose events and the stream, all valid; SIGTERM publishes 'offline'."""

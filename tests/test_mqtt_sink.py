@@ -37,14 +37,6 @@ KPTS_STANDING = tuple(
 )  # shoulders above hips above knees: upright
 
 
-@pytest.fixture
-def broker(tmp_path: Path):
-    b = Mosquitto(tmp_path / "broker")
-    b.start()
-    yield b
-    b.stop()
-
-
 def run(coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
