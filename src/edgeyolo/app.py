@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from edgeyolo.engines.base import Backend
     from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
+    from edgeyolo.sinks.mqtt import MqttSink
 
 _log = structlog.get_logger("edgeyolo.app")
 
@@ -103,21 +104,28 @@ def open_runners(config: Config, backend: Backend) -> list[ModelRunner]:
     return runners
 
 
-def build_sinks(config: Config, runners: list[ModelRunner], options: RunOptions) -> list[Sink]:
-    """The configured sinks (JSON lines, MQTT) plus any the caller added."""
+def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
+    """The MQTT sink the config asks for, announcing every camera x model pair it will see."""
+    if config.sinks.mqtt is None:
+        return None
+    from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - only importer of aiomqtt
+
+    topology: list[tuple[str, str, str, list[str]]] = [
+        (cam.name, r.name, str(r.config.task), _reported_labels(r))
+        for cam in config.cameras
+        for r in runners
+        if r.config.cameras is None or cam.name in r.config.cameras
+    ]
+    return MqttSink(config.sinks.mqtt, topology)
+
+
+def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = None) -> list[Sink]:
+    """The configured sinks (JSON lines, then MQTT) plus any the caller added."""
     sinks: list[Sink] = []
     if options.jsonl and config.sinks.jsonl.enabled:
         sinks.append(JsonlSink(config.sinks.jsonl.path))
-    if config.sinks.mqtt is not None:
-        from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - only importer of aiomqtt
-
-        topology: list[tuple[str, str, str, list[str]]] = [
-            (cam.name, r.name, str(r.config.task), _reported_labels(r))
-            for cam in config.cameras
-            for r in runners
-            if r.config.cameras is None or cam.name in r.config.cameras
-        ]
-        sinks.append(MqttSink(config.sinks.mqtt, topology))
+    if mqtt is not None:
+        sinks.append(mqtt)
     sinks.extend(options.extra_sinks)
     return sinks
 
@@ -139,6 +147,7 @@ class Service:
         self.notifier = SystemdNotifier.from_env(unset_environment=True)
         self.runners: list[ModelRunner] = []
         self.sinks: list[Sink] = []
+        self.mqtt: MqttSink | None = None
         self.sources: list[CaptureSource] = []
         self.pipelines: list[CameraPipeline] = []
         self.http_port: int | None = None
@@ -189,9 +198,6 @@ class Service:
                 self._signals.append(sig)
 
     # -- health ----------------------------------------------------------------------------
-    def _mqtt_sink(self) -> Any:
-        return next((s for s in self.sinks if hasattr(s, "subscriber_url")), None)
-
     def health(self) -> tuple[bool, dict[str, Any]]:
         """``/healthz``: every camera and engine recent, MQTT connected or buffering in bounds."""
         now = time.monotonic()
@@ -207,7 +213,7 @@ class Service:
         )
 
     async def _report_mqtt(self) -> None:
-        sink = self._mqtt_sink()
+        sink = self.mqtt
         if sink is None:
             return
         while True:
@@ -235,7 +241,8 @@ class Service:
             self.runners = open_runners(self.config, backend)
             for r in self.runners:
                 stack.callback(r.engine.close)
-            self.sinks = build_sinks(self.config, self.runners, self.options)
+            self.mqtt = mqtt_sink(self.config, self.runners)
+            self.sinks = build_sinks(self.config, self.options, self.mqtt)
             for sink in self.sinks:
                 await sink.start()
                 stack.push_async_callback(self._close_sink, sink)
