@@ -22,7 +22,9 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 	touch $@
 
 demo: $(STAMP)
-	$(BIN)/edgeyolo run
+	@# stdout carries only events (JSON lines), so the command is echoed on stderr
+	@echo "+ $(BIN)/edgeyolo run" >&2
+	@$(BIN)/edgeyolo run
 
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || command -v /usr/sbin/mosquitto >/dev/null 2>&1 || { \
