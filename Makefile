@@ -9,11 +9,13 @@ TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint typecheck pytest system-deps bench clean
 
+# Set-up output goes to stderr: `make demo | jq` must see only events on stdout.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
-	touch $@
+	@echo "+ creating $(VENV) and installing edgeyolo (first run only)" >&2
+	@$(PYTHON) -m venv $(VENV) >&2
+	@$(BIN)/python -m pip install -q --upgrade pip >&2
+	@$(BIN)/python -m pip install -q -e . >&2
+	@touch $@
 
 $(TEST_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
