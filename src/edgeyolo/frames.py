@@ -79,20 +79,19 @@ class Letterbox:
 
     def boxes_to_source(self, boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Map Nx4 xyxy boxes in input pixels back to source pixels, clipped, in place."""
-        boxes[:, 0::2] -= self.pad_left
-        boxes[:, 1::2] -= self.pad_top
-        boxes[:, 0::2] /= np.float32(self.gain_x)
-        boxes[:, 1::2] /= np.float32(self.gain_y)
-        np.clip(boxes[:, 0::2], 0, self.src_w, out=boxes[:, 0::2])
-        np.clip(boxes[:, 1::2], 0, self.src_h, out=boxes[:, 1::2])
+        if boxes.flags.c_contiguous:
+            self.points_to_source(boxes.reshape(-1, 2))  # a view: (x1, y1), (x2, y2) pairs
+        else:
+            boxes[...] = self.points_to_source(boxes.reshape(-1, 2)).reshape(boxes.shape)
         return boxes
 
     def points_to_source(self, xy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Map ...x2 points in input pixels back to source pixels, clipped, in place."""
-        xy[..., 0] -= self.pad_left
-        xy[..., 1] -= self.pad_top
-        xy[..., 0] /= np.float32(self.gain_x)
-        xy[..., 1] /= np.float32(self.gain_y)
-        np.clip(xy[..., 0], 0, self.src_w, out=xy[..., 0])
-        np.clip(xy[..., 1], 0, self.src_h, out=xy[..., 1])
+        """Map ...x2 points in input pixels back to source pixels, clipped, in place.
+
+        Unpad, scale, clip, in float32: the same operations, in the same order, as
+        Ultralytics' ``scale_boxes``/``scale_coords``.
+        """
+        xy -= np.array([self.pad_left, self.pad_top], np.float32)
+        xy /= np.array([self.gain_x, self.gain_y], np.float32)
+        np.clip(xy, 0, np.array([self.src_w, self.src_h], np.float32), out=xy)
         return xy

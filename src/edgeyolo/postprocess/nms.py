@@ -10,15 +10,28 @@ import numpy.typing as npt
 _MATRIX_LIMIT = 1024
 
 
-def _iou_rows(
-    boxes: npt.NDArray[np.float32], areas: npt.NDArray[np.float32], i: npt.NDArray[np.intp] | int
+def _iou_matrix(
+    x1: npt.NDArray[np.float32],
+    y1: npt.NDArray[np.float32],
+    x2: npt.NDArray[np.float32],
+    y2: npt.NDArray[np.float32],
+    areas: npt.NDArray[np.float32],
+    rows: slice | int,
 ) -> npt.NDArray[np.float32]:
-    b = boxes[i]
-    w = np.minimum(b[..., 2:3], boxes[:, 2]) - np.maximum(b[..., 0:1], boxes[:, 0])
-    h = np.minimum(b[..., 3:4], boxes[:, 3]) - np.maximum(b[..., 1:2], boxes[:, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
-    union = areas[i][..., None] + areas - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)  # type: ignore[no-any-return]
+    """IoU of boxes ``rows`` against all boxes, float32 like torchvision (0/0 gives NaN, which
+    suppresses nothing, as there)."""
+    w = np.minimum.outer(x2[rows], x2)
+    w -= np.maximum.outer(x1[rows], x1)
+    np.maximum(w, 0, out=w)
+    h = np.minimum.outer(y2[rows], y2)
+    h -= np.maximum.outer(y1[rows], y1)
+    np.maximum(h, 0, out=h)
+    w *= h  # intersection
+    union = np.add.outer(areas[rows], areas)
+    union -= w
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w /= union
+    return w
 
 
 def nms(
@@ -36,18 +49,20 @@ def nms(
     if n == 0:
         return np.empty(0, np.intp)
     order = np.argsort(-scores, kind="stable")
-    boxes = boxes[order]
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    x1, y1, x2, y2 = np.ascontiguousarray(boxes[order].T)
+    areas = (x2 - x1) * (y2 - y1)
     limit = n if max_keep is None else max_keep
+    # torchvision compares the float32 IoU with the threshold as a double.
+    thr = np.float64(iou_threshold)
     keep: list[int] = []
     # Small sets: the whole pairwise matrix at once; large ones: one row per kept box.
-    over = _iou_rows(boxes, areas, np.arange(n)) > iou_threshold if n <= _MATRIX_LIMIT else None
+    over = _iou_matrix(x1, y1, x2, y2, areas, slice(None)) > thr if n <= _MATRIX_LIMIT else None
     alive = np.ones(n, bool)
     for i in range(n):
         if alive[i]:
             keep.append(i)
             if len(keep) >= limit:
                 break
-            row = over[i] if over is not None else _iou_rows(boxes, areas, i) > iou_threshold
+            row = over[i] if over is not None else _iou_matrix(x1, y1, x2, y2, areas, i) > thr
             alive &= ~row
     return order[np.asarray(keep, np.intp)]
