@@ -147,3 +147,39 @@ def test_healthz_follows_the_broker(tmp_path):
     finally:
         assert stop(proc) == 0
         broker.stop()
+
+
+def test_network_camera_cut_and_back(tmp_path):
+    """An MJPEG camera that goes away: reopened with backoff; /healthz 503 naming it, then 200."""
+    from mjpeg import MjpegCamera
+
+    camera = MjpegCamera(DEMO_VIDEO, free_port())
+    camera.start()
+    data = {
+        "cameras": [
+            {"name": "ipcam", "source": camera.url, "reconnect": {"initial_s": 0.2, "max_s": 1.0}}
+        ],
+        "models": [{"name": "det", "path": str(DET), "task": "detect"}],
+        "http": {"max_age_s": 2.0},
+        "sinks": {"jsonl": {"enabled": False}},
+    }
+    proc, base = start(tmp_path, data)
+    try:
+        wait_for(f"{base}/healthz", 200)
+        camera.stop()
+        bad = wait_for(f"{base}/healthz", 503)
+        # The engine goes stale a moment later for want of frames.
+        assert bad["unhealthy"][0] == "camera:ipcam"
+        assert set(bad["unhealthy"]) <= {"camera:ipcam", "engine:det"}
+        camera.start()
+        good = wait_for(f"{base}/healthz", 200)
+        assert good["cameras"]["ipcam"]["ok"] is True
+    finally:
+        assert stop(proc) == 0
+        camera.stop()
+    logs = [
+        json.loads(x) for x in (tmp_path / "err.log").read_text().splitlines() if x.startswith("{")
+    ]
+    events = [x["event"] for x in logs]
+    assert "source stopped delivering frames, reopening" in events
+    assert events.count("source opened") >= 2

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264"}
 
+URL_OPEN_TIMEOUT_MS = 10_000
+URL_READ_TIMEOUT_MS = 5_000
+
 _log = structlog.get_logger("edgeyolo.sources")
 
 
@@ -61,6 +64,19 @@ def _open_capture(source: int | str, kind: str) -> Any:
         return cv2.VideoCapture(int(source) if str(source).isdigit() else source)
     if kind == "gstreamer":
         return cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
+    if kind == "url":
+        # Without timeouts a stalled network stream blocks read() forever and the reconnect
+        # loop never runs.
+        return cv2.VideoCapture(
+            source,
+            cv2.CAP_FFMPEG,
+            [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                URL_OPEN_TIMEOUT_MS,
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                URL_READ_TIMEOUT_MS,
+            ],
+        )
     return cv2.VideoCapture(source)
 
 
