@@ -123,7 +123,6 @@ class CameraPipeline:
         # Two slot sets: frame N+1 is written while frame N is read.
         self._slotsets = [_SlotSet({s: backend.allocate_input(s) for s in specs}) for _ in range(2)]
         self.frames_done = 0
-        self.last_frame_monotonic: float | None = None
         self._dropped_reported = 0
 
     def close(self) -> None:
@@ -254,7 +253,6 @@ class CameraPipeline:
         timings.emit_ms = (time.perf_counter_ns() - t) * _ms
         timings.e2e_ms = (time.monotonic_ns() - frame.captured_ns) * _ms
         self.frames_done += 1
-        self.last_frame_monotonic = time.monotonic()
         if self.metrics is not None:
             self.metrics.stage_seconds("infer", infer_s)
             self.metrics.stage_seconds("post", t_post / 1e3)
