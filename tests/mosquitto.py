@@ -96,6 +96,9 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     tls: TlsFiles | None = None
     users: dict[str, str] | None = None
+    # Keep sessions across restarts and queue QoS 0 messages for offline persistent
+    # subscribers, so a test can count every message published while it was away.
+    persistent: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -106,7 +109,15 @@ class Mosquitto:
         self.folder.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} {HOST}",
-            "persistence false",
+            *(
+                [
+                    "persistence true",
+                    f"persistence_location {self.folder}/",
+                    "queue_qos0_messages true",
+                ]
+                if self.persistent
+                else ["persistence false"]
+            ),
             "log_dest file " + str(self.folder / "mosquitto.log"),
             "log_type error",
             "log_type warning",
@@ -194,8 +205,13 @@ class Collector:
         tls: TlsFiles | None = None,
         username: str | None = None,
         password: str | None = None,
+        identifier: str | None = None,
+        persistent_session: bool = False,
     ) -> None:
         self.port = port
+        self.identifier = identifier or f"test-collector-{id(self)}"
+        # A persistent session (clean_session off) is kept by the broker while we are away.
+        self.persistent_session = persistent_session
         self.topics = topics
         self.tls = tls
         self.username, self.password = username, password
@@ -216,7 +232,8 @@ class Collector:
             tls_context=ctx,
             username=self.username,
             password=self.password,
-            identifier=f"test-collector-{id(self)}",
+            identifier=self.identifier,
+            clean_session=False if self.persistent_session else None,
         )
         await self._client.__aenter__()
         for t in self.topics:

@@ -184,25 +184,35 @@ def test_service_killed_leaves_last_will_offline(tmp_path: Path, broker: Mosquit
     run(main())
 
 
-def test_service_survives_broker_restart(tmp_path: Path, broker: Mosquitto):
+def test_service_survives_broker_restart(tmp_path: Path):
     """mosquitto stops for 5 s mid-run: the service keeps running, reconnects, re-publishes
-    availability and discovery, and the stream continues the frame sequence."""
+    availability and discovery, and the stream continues the frame sequence.
+
+    The subscriber keeps a persistent session on a broker with persistence, so every stream
+    event that reaches the broker while the subscriber is away is queued for it: what it
+    finally holds is exactly what the service got through."""
+    broker = Mosquitto(tmp_path / "broker", persistent=True)
+    broker.start()
     pfx = new_prefix()
     base = f"{pfx}/svc/demo"
     stream = f"{base}/det/detections"
     config = write_config(tmp_path, pfx, broker.url)
     subs = [f"{pfx}/#", f"{pfx}-ha/#"]
+    who = f"{pfx}-subscriber"
+
+    def collector() -> Collector:
+        return Collector(broker.port, subs, identifier=who, persistent_session=True)
 
     async def main() -> tuple[list[int], list[int], Service]:
         svc = Service(tmp_path, config)
         try:
-            async with Collector(broker.port, subs) as before:
+            async with collector() as before:
                 await before.wait_for(lambda c: len(c.on(stream)) >= 10, 150, "stream")
-                broker.stop()
+            broker.stop()
             await asyncio.sleep(5.0)
             assert svc.proc.poll() is None, "the service died with the broker"
             broker.start()
-            async with Collector(broker.port, subs) as after:
+            async with collector() as after:
                 await after.wait_for(
                     lambda c: (
                         len(c.on(stream)) >= 20
@@ -213,7 +223,7 @@ def test_service_survives_broker_restart(tmp_path: Path, broker: Mosquitto):
                     60,
                     "stream, availability, discovery and counts after the restart",
                 )
-                assert after.on(f"{pfx}/svc/availability")[0].payload == b"online"
+                assert after.last(f"{pfx}/svc/availability").payload == b"online"
             return (
                 [m.json()["seq"] for m in before.on(stream)],
                 [m.json()["seq"] for m in after.on(stream)],
@@ -221,6 +231,7 @@ def test_service_survives_broker_restart(tmp_path: Path, broker: Mosquitto):
             )
         finally:
             code = svc.stop()
+            broker.stop()
             assert code == 0
 
     before, after, svc = run(main())
@@ -228,8 +239,8 @@ def test_service_survives_broker_restart(tmp_path: Path, broker: Mosquitto):
     assert after[0] > before[-1] - 2  # continues the sequence, never starts again
     assert '"mqtt connected"' in svc.logs()
     assert svc.logs().count('"mqtt connect failed"') + svc.logs().count('"mqtt reconnecting"')
-    # What the service emitted (its JSON-lines sink) against what subscribers received: the
-    # pipeline itself skips frames when it falls behind, so seq gaps alone prove nothing.
+    # What the service emitted (its JSON-lines sink) against what the subscriber received:
+    # the pipeline itself skips frames when it falls behind, so seq gaps alone prove nothing.
     emitted = [
         e["seq"]
         for e in map(json.loads, svc.out.read_text().splitlines())
