@@ -216,7 +216,8 @@ def test_service_survives_broker_restart(tmp_path: Path):
                 await after.wait_for(
                     lambda c: (
                         len(c.on(stream)) >= 20
-                        and bool(c.on(f"{pfx}/svc/availability"))
+                        and c.last(f"{pfx}/svc/availability") is not None
+                        and c.last(f"{pfx}/svc/availability").payload == b"online"
                         and bool(c.on(f"{pfx}-ha/device/svc/config"))
                         and bool(c.on(f"{base}/count/person"))
                     ),
