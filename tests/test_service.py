@@ -36,6 +36,17 @@ def demo_config(tmp_path: Path, **changes: object) -> Path:
     return path
 
 
+def run_looping(config: Path) -> subprocess.Popen[str]:
+    """`edgeyolo run --loop` on ``config``: events on a stdout pipe, JSON logs on stderr."""
+    return subprocess.Popen(
+        edgeyolo_cmd("run", "-c", str(config), "--loop", "--log-format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+
+
 def test_demo_run_streams_events_and_logs():
     """`edgeyolo run` (no -c: the bundled demo) gives 4 models' events per frame on stdout."""
     res = subprocess.run(
@@ -78,13 +89,7 @@ def test_demo_run_streams_events_and_logs():
 
 def test_sigterm_stops_cleanly_with_exit_0(tmp_path):
     """SIGTERM during a looping run drains, logs 'stopped' and exits 0 in time."""
-    proc = subprocess.Popen(
-        edgeyolo_cmd("run", "-c", str(demo_config(tmp_path)), "--loop", "--log-format", "json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    proc = run_looping(demo_config(tmp_path))
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # wait for the first event
@@ -122,13 +127,7 @@ def test_signal_in_process_leaves_no_threads(tmp_path):
 def test_sighup_reloads_valid_config_and_rejects_invalid(tmp_path):
     """SIGHUP with a broken config is rejected (still running); with a valid one it restarts."""
     cfg_path = demo_config(tmp_path)
-    proc = subprocess.Popen(
-        edgeyolo_cmd("run", "-c", str(cfg_path), "--loop", "--log-format", "json"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
+    proc = run_looping(cfg_path)
     try:
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline())["model"] in {
