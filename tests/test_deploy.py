@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgeyolo.config import Config
-from edgeyolo.health import HttpConfig
+from edgeyolo.config import Config, HttpConfig
 from edgeyolo.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from edgeyolo.health import HealthServer, HttpConfig, parse_http_address, probe
+from edgeyolo.config import HttpConfig
+from edgeyolo.health import HealthServer, parse_http_address, probe
 from edgeyolo.health import main as probe_main
 from edgeyolo.metrics import Metrics
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 
+from edgeyolo.config.mqtt import MqttConfig
 from edgeyolo.events import Detection, DetectionEvent, StatsEvent
 from edgeyolo.sinks.mqtt import MqttSink
-from edgeyolo.sinks.mqtt_config import MqttConfig
 from mosquitto import HOST, Collector, Mosquitto, TlsFiles, free_port, validate
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ def test_clean_close_publishes_offline_and_killed_process_gets_last_will(broker:
     script = (
         "import asyncio, sys\n"
         "from edgeyolo.sinks.mqtt import MqttSink\n"
-        "from edgeyolo.sinks.mqtt_config import MqttConfig\n"
+        "from edgeyolo.config.mqtt import MqttConfig\n"
         "async def main():\n"
         "    cfg = MqttConfig.model_validate({'url': sys.argv[1], 'prefix': sys.argv[2],\n"
         "                                     'device_id': 'k', 'discovery': {'enabled': False}})\n"

@@ -10,19 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from edgeyolo.config import parse_config
+from edgeyolo.config.broker import parse_url
+from edgeyolo.config.mqtt import MqttConfig, check_prefix, sanitize_id, with_broker_url
 from edgeyolo.errors import ConfigError
 from edgeyolo.events import Detection, DetectionEvent
 from edgeyolo.sinks.derive import pose_summary, posture
 from edgeyolo.sinks.discovery import CameraEntities, discovery_payload
 from edgeyolo.sinks.mqtt import Message, MqttSink, Outbox
-from edgeyolo.sinks.mqtt_config import MqttConfig, parse_url, with_broker_url
-from edgeyolo.sinks.topics import (
-    Topics,
-    check_prefix,
-    sanitize_id,
-    sanitize_segment,
-    unique_segments,
-)
+from edgeyolo.sinks.topics import Topics, sanitize_segment, unique_segments
 
 WILDCARDS = ("+", "#", "\x00")
 

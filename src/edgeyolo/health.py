@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+
+from edgeyolo.config.http import DEFAULT_PORT
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
     from edgeyolo.metrics import Metrics
 
-DEFAULT_PORT = 9108
 _MAX_LINE = 8192  # request line or one header line
 _MAX_HEADERS = 100
 _REASONS = {
@@ -45,30 +45,6 @@ _REASONS = {
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",
 }
-
-
-class HttpConfig(BaseModel):
-    """The HTTP endpoint for health checks and Prometheus scrapes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    enabled: bool = Field(
-        default=False, description="Serve /healthz and /metrics (also turned on by run --http)."
-    )
-    host: str = Field(
-        "127.0.0.1",
-        min_length=1,
-        description="Address to listen on; 0.0.0.0 (or ::) only behind a firewall.",
-    )
-    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port (0: any free port).")
-    max_age_s: float = Field(
-        10.0,
-        gt=0,
-        description=(
-            "/healthz fails when a camera delivered no frame, or an engine completed no "
-            "inference, for longer than this."
-        ),
-    )
 
 
 def parse_http_address(value: str) -> tuple[str, int]:

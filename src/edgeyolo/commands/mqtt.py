@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def remove_discovery_main(args: argparse.Namespace) -> int:
+    from edgeyolo.config.mqtt import with_broker_url  # noqa: PLC0415
     from edgeyolo.sinks.mqtt import MqttError, remove_discovery  # noqa: PLC0415 - aiomqtt
-    from edgeyolo.sinks.mqtt_config import parse_url, with_broker_url  # noqa: PLC0415
 
     cfg = load(args.config)
     mqtt = cfg.sinks.mqtt
@@ -56,7 +56,7 @@ def remove_discovery_main(args: argparse.Namespace) -> int:
             remove_discovery(mqtt, clear_state=args.clear_state, timeout=args.timeout)
         )
     except MqttError as exc:
-        where = parse_url(mqtt.url).display()
+        where = mqtt.broker.display() if mqtt.broker else "embedded"
         raise EdgeYoloError(f"MQTT broker {where}: {exc}") from exc
     for topic in cleared:
         print(f"cleared {topic}")

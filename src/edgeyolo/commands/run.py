@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def apply_overrides(cfg: Config, *, mqtt_url: str | None, http: str | None) -> Config:
     """Command-line options that replace parts of the config."""
     if mqtt_url is not None:
-        from edgeyolo.sinks.mqtt_config import with_broker_url  # noqa: PLC0415
+        from edgeyolo.config.mqtt import with_broker_url  # noqa: PLC0415
 
         sinks = cfg.sinks.model_copy(update={"mqtt": with_broker_url(cfg.sinks.mqtt, mqtt_url)})
         cfg = cfg.model_copy(update={"sinks": sinks})

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeyolo import __version__
+from edgeyolo.config.mqtt import sanitize_id
 from edgeyolo.sinks.derive import POSE_EVENT_TYPES, PRESENCE_EVENT_TYPES
-from edgeyolo.sinks.topics import Topics, sanitize_id
+from edgeyolo.sinks.topics import Topics
 
 # The pose event entity gets the summary as attributes, not every keypoint (Home Assistant
 # keeps event attributes in its database; 17 keypoints per person would bloat it).

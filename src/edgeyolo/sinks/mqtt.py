@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import structlog
 
+from edgeyolo.config.mqtt import MessageKind, MqttConfig
 from edgeyolo.embedded_broker import EmbeddedBroker
 from edgeyolo.errors import ConfigError
 from edgeyolo.events import DetectionEvent, StatsEvent
 from edgeyolo.sinks.derive import count_label, header, pose_summary
 from edgeyolo.sinks.discovery import CameraEntities, discovery_payload
-from edgeyolo.sinks.mqtt_config import BrokerUrl, MessageKind, MqttConfig, parse_url
 from edgeyolo.sinks.topics import RESERVED_UNDER_CAMERA, Topics, sanitize_segment
 
 if TYPE_CHECKING:
@@ -175,7 +175,7 @@ class MqttSink:
         self._log = structlog.get_logger("edgeyolo.mqtt")
         self._device_id = config.resolved_device_id()
         self._topics = Topics(config.prefix, self._device_id, config.discovery.prefix)
-        self._broker_url: BrokerUrl | None = None if config.is_embedded else parse_url(config.url)
+        self._broker_url = config.broker
         self._tls = self._tls_context() if config.is_tls else None
         self._embedded: EmbeddedBroker | None = None
         self._subscriber_url = "" if config.is_embedded else self._broker_url_display()

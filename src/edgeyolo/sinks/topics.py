@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 RESERVED_UNDER_CAMERA = frozenset({"count", "occupancy", "stats"})
 
 _UNSAFE = re.compile(r"[+#/\x00-\x1f\x7f\s]+")
-_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 def sanitize_segment(name: str) -> str:
@@ -35,22 +34,6 @@ def sanitize_segment(name: str) -> str:
     if seg.startswith("$"):
         seg = "_" + seg[1:]
     return seg
-
-
-def sanitize_id(name: str) -> str:
-    """``name`` restricted to [A-Za-z0-9_-] (Home Assistant ids, device ids, client ids)."""
-    return _NOT_ID.sub("_", name).strip("_") or "edgeyolo"
-
-
-def check_prefix(prefix: str) -> None:
-    """Raise ValueError unless ``prefix`` is usable as the start of published topics."""
-    bad = sorted({c for c in prefix if c in "+#\x00"})
-    if bad:
-        raise ValueError(f"{prefix!r} must not contain MQTT wildcards or NUL ({' '.join(bad)})")
-    if prefix.startswith(("/", "$")) or prefix.endswith("/") or "//" in prefix:
-        raise ValueError(
-            f"{prefix!r}: no leading '/' or '$', no trailing '/', no empty level (like 'a/b')"
-        )
 
 
 def unique_segments(names: Iterable[str], reserved: frozenset[str] = frozenset()) -> dict[str, str]:

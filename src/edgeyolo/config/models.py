@@ -1,43 +1,30 @@
-"""Configuration: pydantic models of the YAML file, and loading with clear errors.
+"""The pydantic models of the config file (see config/example.yaml for every key).
 
-No I/O here beyond reading the file. Relative paths in the file are resolved against the
-file's own folder, so a config can be moved together with its models.
+Pure data and validation: importing this module imports no implementation module.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from edgeyolo.errors import ConfigError
-from edgeyolo.health import HttpConfig
-from edgeyolo.sinks.mqtt_config import MqttConfig
+from edgeyolo.config.base import Strict
+from edgeyolo.config.http import HttpConfig
+from edgeyolo.config.mqtt import MqttConfig
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReconnectConfig(_Strict):
+class ReconnectConfig(Strict):
     """Backoff for live sources that drop out (cameras, RTSP)."""
 
     initial_s: float = Field(0.5, gt=0, description="First wait before reopening a source.")
     max_s: float = Field(30.0, gt=0, description="Cap of the doubling wait between attempts.")
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     """One frame source."""
 
     name: str = Field(min_length=1, description="Camera name, used in events, logs and topics.")
@@ -69,7 +56,7 @@ class CameraConfig(_Strict):
         return v
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """One model to run on some or all cameras."""
 
     name: str = Field(min_length=1, description="Model name, used in events, logs and topics.")
@@ -101,7 +88,7 @@ class ModelConfig(_Strict):
         return v
 
 
-class OnnxRuntimeConfig(_Strict):
+class OnnxRuntimeConfig(Strict):
     """ONNX Runtime backend settings."""
 
     intra_op_threads: int = Field(
@@ -113,7 +100,7 @@ class OnnxRuntimeConfig(_Strict):
     )
 
 
-class TensorRTConfig(_Strict):
+class TensorRTConfig(Strict):
     """TensorRT backend settings."""
 
     cache_dir: Path = Field(
@@ -130,7 +117,7 @@ class TensorRTConfig(_Strict):
     )
 
 
-class LoggingConfig(_Strict):
+class LoggingConfig(Strict):
     """Structured logging."""
 
     format: Literal["auto", "json", "console"] = Field(
@@ -145,21 +132,21 @@ class LoggingConfig(_Strict):
     )
 
 
-class JsonlSinkConfig(_Strict):
+class JsonlSinkConfig(Strict):
     """Events as JSON lines."""
 
     enabled: bool = Field(True, description="Write events as JSON lines.")
     path: str = Field("-", description="'-' for stdout, else a file path (appended).")
 
 
-class SinksConfig(_Strict):
+class SinksConfig(Strict):
     """Where events go."""
 
     jsonl: JsonlSinkConfig = Field(default_factory=JsonlSinkConfig)
     mqtt: MqttConfig | None = Field(None, description="MQTT output; None: off.")
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(Strict):
     """Per-camera pipeline settings."""
 
     stop_timeout_s: float = Field(
@@ -167,7 +154,7 @@ class PipelineConfig(_Strict):
     )
 
 
-class Config(_Strict):
+class Config(Strict):
     """The whole configuration file."""
 
     backend: BackendName = Field("auto", description="Inference backend.")
@@ -202,143 +189,3 @@ class Config(_Strict):
     def models_for(self, camera: str) -> list[ModelConfig]:
         """The models that run on ``camera``."""
         return [m for m in self.models if m.cameras is None or camera in m.cameras]
-
-
-Loc = tuple[int | str, ...]
-
-
-class ConfigIssue(BaseModel):
-    """One problem found in a config file."""
-
-    model_config = ConfigDict(frozen=True)
-    loc: str
-    value: Annotated[Any, Field(repr=False)] = None
-    message: str
-
-    def __str__(self) -> str:
-        shown = "" if self.value is None else f" = {self.value!r}"
-        return f"{self.loc}{shown}: {self.message}"
-
-
-class ConfigValidationError(ConfigError):
-    """A config file failed validation; ``issues`` lists every problem found."""
-
-    def __init__(self, path: Path, issues: list[ConfigIssue]) -> None:
-        self.path = path
-        self.issues = issues
-        lines = "\n".join(f"  {i}" for i in issues)
-        super().__init__(f"{path}: {len(issues)} problem(s) in the configuration:\n{lines}")
-
-
-def _loc_str(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _lookup(data: Any, loc: Loc) -> Any:
-    for part in loc:
-        try:
-            data = data[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return data
-
-
-def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
-    issues = []
-    for err in exc.errors(include_url=False):
-        # pydantic puts the union branch name into loc (e.g. 'int' / 'str'); drop it.
-        loc = tuple(p for p in err["loc"] if p not in {"int", "str", "list[str]", "path"})
-        msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input") if err["type"] == "extra_forbidden" else _lookup(raw, loc)
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see config/example.yaml for every key)"
-        if isinstance(value, dict | list):
-            value = None  # whole sections are not worth echoing back
-        issues.append(ConfigIssue(loc=_loc_str(loc), value=value, message=msg))
-    return issues
-
-
-def _resolve_paths(cfg: Config, base: Path) -> Config:
-    def rel(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
-
-    models = [
-        m.model_copy(
-            update={
-                "path": rel(m.path),
-                "labels": rel(m.labels) if isinstance(m.labels, Path) else m.labels,
-            }
-        )
-        for m in cfg.models
-    ]
-    cameras = []
-    for c in cfg.cameras:
-        src = c.source
-        if isinstance(src, str) and _looks_like_file(src):
-            src = str(rel(Path(src)))
-        cameras.append(c.model_copy(update={"source": src}))
-    trt = cfg.tensorrt.model_copy(update={"cache_dir": rel(cfg.tensorrt.cache_dir)})
-    return cfg.model_copy(update={"models": models, "cameras": cameras, "tensorrt": trt})
-
-
-def _looks_like_file(source: str) -> bool:
-    return "://" not in source and "!" not in source and not source.startswith("/dev/")
-
-
-def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
-    """Problems with files the config points at (models, labels, video files)."""
-    issues = []
-    for i, m in enumerate(cfg.models):
-        if not m.path.is_file():
-            issues.append(
-                ConfigIssue(loc=f"models[{i}].path", value=str(m.path), message="no such file")
-            )
-        if isinstance(m.labels, Path) and not m.labels.is_file():
-            issues.append(
-                ConfigIssue(loc=f"models[{i}].labels", value=str(m.labels), message="no such file")
-            )
-    for i, c in enumerate(cfg.cameras):
-        if isinstance(c.source, str) and _looks_like_file(c.source) and not Path(c.source).exists():
-            issues.append(
-                ConfigIssue(loc=f"cameras[{i}].source", value=c.source, message="no such file")
-            )
-    del path
-    return issues
-
-
-def parse_config(raw: Any, path: Path) -> Config:
-    """Validate already-parsed YAML ``raw`` read from ``path`` (paths resolved against it)."""
-    if not isinstance(raw, dict):
-        raise ConfigValidationError(
-            path, [ConfigIssue(loc="(top level)", message="expected a mapping of keys to values")]
-        )
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigValidationError(path, _issues_from(exc, raw)) from exc
-    cfg = _resolve_paths(cfg, path.parent)
-    missing = check_files(cfg, path)
-    if missing:
-        raise ConfigValidationError(path, missing)
-    return cfg
-
-
-def load_config(path: Path) -> Config:
-    """Read, validate and resolve the config file at ``path``.
-
-    Raises ``ConfigError`` naming the file (unreadable, not YAML) or ``ConfigValidationError``
-    listing every problem as key path, value and message.
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(raw, path)

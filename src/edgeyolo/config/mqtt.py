@@ -5,26 +5,38 @@ See docs/mqtt.md for what each setting does to the topics and payloads.
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from edgeyolo.config.base import Strict
+from edgeyolo.config.broker import BrokerUrl, parse_url, redact_url
 from edgeyolo.errors import ConfigError
-from edgeyolo.sinks.topics import check_prefix, sanitize_id
 
 EMBEDDED = "embedded"
-_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "tcp": 1883, "ssl": 8883, "tls": 8883}
-_TLS_SCHEMES = {"mqtts", "ssl", "tls"}
+_NOT_ID = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def sanitize_id(name: str) -> str:
+    """``name`` restricted to [A-Za-z0-9_-] (Home Assistant ids, device ids, client ids)."""
+    return _NOT_ID.sub("_", name).strip("_") or "edgeyolo"
 
 
-class TlsConfig(_Strict):
+def check_prefix(prefix: str) -> None:
+    """Raise ValueError unless ``prefix`` is usable as the start of published topics."""
+    bad = sorted({c for c in prefix if c in "+#\x00"})
+    if bad:
+        raise ValueError(f"{prefix!r} must not contain MQTT wildcards or NUL ({' '.join(bad)})")
+    if prefix.startswith(("/", "$")) or prefix.endswith("/") or "//" in prefix:
+        raise ValueError(
+            f"{prefix!r}: no leading '/' or '$', no trailing '/', no empty level (like 'a/b')"
+        )
+
+
+class TlsConfig(Strict):
     """TLS settings, used when the url is mqtts://."""
 
     ca: Path | None = Field(
@@ -47,14 +59,14 @@ class TlsConfig(_Strict):
         return self
 
 
-class MessageKind(_Strict):
+class MessageKind(Strict):
     """Delivery settings of one kind of message."""
 
     qos: Literal[0, 1, 2] = Field(description="MQTT QoS level of these messages.")
     retain: bool = Field(description="Ask the broker to keep the last message for new subscribers.")
 
 
-class MessagesConfig(_Strict):
+class MessagesConfig(Strict):
     """QoS and retain per kind of message (availability, discovery: always QoS 1, retained)."""
 
     state: MessageKind = Field(
@@ -75,7 +87,7 @@ class MessagesConfig(_Strict):
     )
 
 
-class StreamConfig(_Strict):
+class StreamConfig(Strict):
     """The full per-frame detection stream (one topic per camera and model)."""
 
     enabled: bool = Field(default=True, description="Publish every frame's detections.")
@@ -86,7 +98,7 @@ class StreamConfig(_Strict):
     )
 
 
-class DiscoveryConfig(_Strict):
+class DiscoveryConfig(Strict):
     """Home Assistant MQTT discovery (device-based)."""
 
     enabled: bool = Field(default=True, description="Publish Home Assistant discovery config.")
@@ -106,7 +118,7 @@ class DiscoveryConfig(_Strict):
         return v
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(Strict):
     """The bounded queue between the pipeline and the broker connection."""
 
     size: int = Field(1000, ge=10, description="Most messages held while the broker is slow/away.")
@@ -120,14 +132,14 @@ class OutboxConfig(_Strict):
     )
 
 
-class BackoffConfig(_Strict):
+class BackoffConfig(Strict):
     """Waits between reconnection attempts (doubling, capped, with jitter)."""
 
     initial_s: float = Field(0.5, gt=0, description="First wait after a failed attempt.")
     max_s: float = Field(30.0, gt=0, description="Cap of the doubling wait.")
 
 
-class MqttConfig(_Strict):
+class MqttConfig(Strict):
     """MQTT output: topics under <prefix>/<device_id>/, Home Assistant discovery, availability."""
 
     url: str = Field(
@@ -243,9 +255,14 @@ class MqttConfig(_Strict):
         return self.url == EMBEDDED
 
     @property
+    def broker(self) -> BrokerUrl | None:
+        """The parsed url (None for the embedded broker); what the sink and the CLI read."""
+        return None if self.is_embedded else parse_url(self.url)
+
+    @property
     def is_tls(self) -> bool:
         """True for mqtts:// urls."""
-        return not self.is_embedded and parse_url(self.url).tls
+        return self.broker is not None and self.broker.tls
 
     def resolved_device_id(self) -> str:
         """The device id: configured, or the hostname sanitized to [A-Za-z0-9_-]."""
@@ -254,57 +271,6 @@ class MqttConfig(_Strict):
     def resolved_client_id(self) -> str:
         """The MQTT client id: configured, or 'edgeyolo-<device_id>'."""
         return self.client_id or f"edgeyolo-{self.resolved_device_id()}"
-
-
-class BrokerUrl(BaseModel):
-    """A parsed broker url (credentials kept out of repr)."""
-
-    model_config = ConfigDict(frozen=True)
-    host: str
-    port: int
-    tls: bool
-    username: str | None = None
-    password: SecretStr | None = None
-
-    def display_host(self) -> str:
-        """scheme://host:port, without any credentials."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{host}:{self.port}"
-
-    def display(self) -> str:
-        """The url without the password, for logs and for subscribers."""
-        scheme = "mqtts" if self.tls else "mqtt"
-        user = f"{self.username}@" if self.username else ""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{user}{host}:{self.port}"
-
-
-def parse_url(url: str) -> BrokerUrl:
-    """Parse ``mqtt[s]://[user:pass@]host[:port]``; raise ValueError saying what is wrong."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a broker url ({exc}): expected mqtt[s]://host[:port]") from exc
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ValueError(
-            "expected mqtt://host[:port], mqtts://host[:port] or 'embedded', "
-            f"got scheme {parts.scheme or '(none)'!r}"
-        )
-    if not parts.hostname:
-        raise ValueError("the url has no host: expected mqtt[s]://host[:port]")
-    if parts.path not in {"", "/"} or parts.query or parts.fragment:
-        raise ValueError("a broker url has no path, query or fragment: mqtt[s]://host[:port]")
-    password = None if parts.password is None else SecretStr(unquote(parts.password))
-    return BrokerUrl(
-        host=parts.hostname,
-        port=port or _SCHEMES[scheme],
-        tls=scheme in _TLS_SCHEMES,
-        username=None if parts.username is None else unquote(parts.username),
-        password=password,
-    )
 
 
 def with_broker_url(config: MqttConfig | None, url: str) -> MqttConfig:
@@ -319,7 +285,7 @@ def with_broker_url(config: MqttConfig | None, url: str) -> MqttConfig:
     try:
         parsed = parse_url(url)
     except ValueError as exc:
-        raise ConfigError(f"--mqtt-url {_redact(url)!r}: {exc}") from None
+        raise ConfigError(f"--mqtt-url {redact_url(url)!r}: {exc}") from None
     # The stored url carries no credentials: they live in username/password (SecretStr).
     update: dict[str, object] = {"url": parsed.display_host()}
     if parsed.username is not None:
@@ -334,15 +300,4 @@ def with_broker_url(config: MqttConfig | None, url: str) -> MqttConfig:
     try:
         return MqttConfig.model_validate(data)
     except ValueError as exc:
-        raise ConfigError(f"--mqtt-url {_redact(url)!r}: {exc}") from None
-
-
-def _redact(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        return "(unparsable url)"
+        raise ConfigError(f"--mqtt-url {redact_url(url)!r}: {exc}") from None

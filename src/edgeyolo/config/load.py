@@ -1,0 +1,156 @@
+"""Loading a config file: read, validate, resolve relative paths, check the files it names.
+
+No I/O here beyond reading the file (and checking that the files it points at exist).
+Relative paths in the file are resolved against the file's own folder, so a config can be
+moved together with its models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeyolo.config.models import Config
+from edgeyolo.errors import ConfigError
+
+Loc = tuple[int | str, ...]
+
+
+class ConfigIssue(BaseModel):
+    """One problem found in a config file."""
+
+    model_config = ConfigDict(frozen=True)
+    loc: str
+    value: Annotated[Any, Field(repr=False)] = None
+    message: str
+
+    def __str__(self) -> str:
+        shown = "" if self.value is None else f" = {self.value!r}"
+        return f"{self.loc}{shown}: {self.message}"
+
+
+class ConfigValidationError(ConfigError):
+    """A config file failed validation; ``issues`` lists every problem found."""
+
+    def __init__(self, path: Path, issues: list[ConfigIssue]) -> None:
+        self.path = path
+        self.issues = issues
+        lines = "\n".join(f"  {i}" for i in issues)
+        super().__init__(f"{path}: {len(issues)} problem(s) in the configuration:\n{lines}")
+
+
+def _loc_str(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _lookup(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        # pydantic puts the union branch name into loc (e.g. 'int' / 'str'); drop it.
+        loc = tuple(p for p in err["loc"] if p not in {"int", "str", "list[str]", "path"})
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input") if err["type"] == "extra_forbidden" else _lookup(raw, loc)
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/example.yaml for every key)"
+        if isinstance(value, dict | list):
+            value = None  # whole sections are not worth echoing back
+        issues.append(ConfigIssue(loc=_loc_str(loc), value=value, message=msg))
+    return issues
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    def rel(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    models = [
+        m.model_copy(
+            update={
+                "path": rel(m.path),
+                "labels": rel(m.labels) if isinstance(m.labels, Path) else m.labels,
+            }
+        )
+        for m in cfg.models
+    ]
+    cameras = []
+    for c in cfg.cameras:
+        src = c.source
+        if isinstance(src, str) and _looks_like_file(src):
+            src = str(rel(Path(src)))
+        cameras.append(c.model_copy(update={"source": src}))
+    trt = cfg.tensorrt.model_copy(update={"cache_dir": rel(cfg.tensorrt.cache_dir)})
+    return cfg.model_copy(update={"models": models, "cameras": cameras, "tensorrt": trt})
+
+
+def _looks_like_file(source: str) -> bool:
+    return "://" not in source and "!" not in source and not source.startswith("/dev/")
+
+
+def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
+    """Problems with files the config points at (models, labels, video files)."""
+    issues = []
+    for i, m in enumerate(cfg.models):
+        if not m.path.is_file():
+            issues.append(
+                ConfigIssue(loc=f"models[{i}].path", value=str(m.path), message="no such file")
+            )
+        if isinstance(m.labels, Path) and not m.labels.is_file():
+            issues.append(
+                ConfigIssue(loc=f"models[{i}].labels", value=str(m.labels), message="no such file")
+            )
+    for i, c in enumerate(cfg.cameras):
+        if isinstance(c.source, str) and _looks_like_file(c.source) and not Path(c.source).exists():
+            issues.append(
+                ConfigIssue(loc=f"cameras[{i}].source", value=c.source, message="no such file")
+            )
+    del path
+    return issues
+
+
+def parse_config(raw: Any, path: Path) -> Config:
+    """Validate already-parsed YAML ``raw`` read from ``path`` (paths resolved against it)."""
+    if not isinstance(raw, dict):
+        raise ConfigValidationError(
+            path, [ConfigIssue(loc="(top level)", message="expected a mapping of keys to values")]
+        )
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigValidationError(path, _issues_from(exc, raw)) from exc
+    cfg = _resolve_paths(cfg, path.parent)
+    missing = check_files(cfg, path)
+    if missing:
+        raise ConfigValidationError(path, missing)
+    return cfg
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve the config file at ``path``.
+
+    Raises ``ConfigError`` naming the file (unreadable, not YAML) or ``ConfigValidationError``
+    listing every problem as key path, value and message.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw, path)
