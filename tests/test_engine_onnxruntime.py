@@ -89,3 +89,35 @@ def test_four_engines_run_concurrently(demo_frame):
     latest_start = max(s[0] for s in spans.values())
     earliest_end = min(s[1] for s in spans.values())
     assert latest_start < earliest_end  # every run was in progress at one common instant
+
+
+def test_auto_threads_split_the_cores_among_concurrent_models():
+    """Default ``auto``: one model gets every core, four share them (at least 1 thread each)."""
+    from edgeyolo.engines.onnxruntime import intra_op_threads, usable_cores
+
+    assert OnnxRuntimeConfig().intra_op_threads == "auto"
+    assert intra_op_threads("auto", 1, cores=8) == 8
+    assert intra_op_threads("auto", 4, cores=8) == 2
+    assert intra_op_threads("auto", 3, cores=8) == 2
+    assert intra_op_threads("auto", 4, cores=2) == 1
+    assert intra_op_threads("auto", 0, cores=2) == 2
+    assert intra_op_threads(3, 4, cores=2) == 3  # an explicit number wins
+    cores = usable_cores()
+    for n_models, expected in ((1, cores), (4, max(1, cores // 4))):
+        backend = OnnxRuntimeBackend(OnnxRuntimeConfig(), max_engines=n_models)
+        try:
+            engine = backend.open_engine(ModelConfig(name="d", path=DET, task="detect"))
+            opened = engine._session.get_session_options().intra_op_num_threads
+        finally:
+            backend.close()
+        assert opened == expected
+
+
+def test_negative_thread_count_is_a_config_error():
+    """A negative count is refused with the allowed values."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="expected 'auto', 0"):
+        OnnxRuntimeConfig(intra_op_threads=-1)
+    with pytest.raises(ValidationError):
+        OnnxRuntimeConfig(intra_op_threads="many")  # type: ignore[arg-type]

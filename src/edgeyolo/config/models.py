@@ -91,13 +91,25 @@ class ModelConfig(Strict):
 class OnnxRuntimeConfig(Strict):
     """ONNX Runtime backend settings."""
 
-    intra_op_threads: int = Field(
-        1, ge=0, description="Threads inside one model run (0: ONNX Runtime's default)."
+    intra_op_threads: int | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Threads inside one model run. 'auto': this machine's cores split among the models "
+            "that run concurrently (at least 1 each); 0: ONNX Runtime's own default."
+        ),
     )
     providers: list[str] | None = Field(
         None,
         description="Execution providers in order. None: CUDA when available, then CPU.",
     )
+
+    @field_validator("intra_op_threads", mode="before")
+    @classmethod
+    def _auto_or_count(cls, v: object) -> object:
+        # One clear message instead of one per branch of the union.
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+            return v
+        raise ValueError("expected 'auto', 0 (ONNX Runtime's default) or a positive count")
 
 
 class TensorRTConfig(Strict):

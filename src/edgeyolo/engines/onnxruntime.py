@@ -2,13 +2,16 @@
 
 Each model's ``InferenceSession.run`` happens in a worker thread of one pool sized to the
 number of engines; ORT releases the GIL while it computes, so every model of a frame runs
-at the same time. ``intra_op_threads`` (default 1) keeps four models from fighting over the
-cores of a small box; spinning is off so idle sessions don't burn CPU.
+at the same time. ``intra_op_threads: auto`` (the default) splits this machine's cores among
+the models that run at once (``cores // models``, at least 1): one model gets every core, four
+models on two cores get one thread each instead of fighting over them. Spinning is off so
+idle sessions don't burn CPU.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +47,21 @@ def _spec(arg: Any, path: Path) -> TensorSpec:
         )
     shape = tuple(d if isinstance(d, int) else -1 for d in arg.shape)
     return TensorSpec(arg.name, shape, np.dtype(dtype))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (CPU affinity where the OS has it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)  # pragma: no cover - macOS, Windows
+
+
+def intra_op_threads(setting: int | str, concurrent_models: int, cores: int | None = None) -> int:
+    """Threads per model run: ``auto`` splits ``cores`` among ``concurrent_models``, >= 1."""
+    if isinstance(setting, int):
+        return setting
+    cores = usable_cores() if cores is None else cores
+    return max(1, cores // max(1, concurrent_models))
 
 
 def open_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
@@ -147,6 +165,7 @@ class OnnxRuntimeBackend:
         self._config = config
         # One worker per engine so every model of a frame runs at once.
         self._pool = ThreadPoolExecutor(max(1, max_engines), thread_name_prefix="ort")
+        self.intra_op_threads = intra_op_threads(config.intra_op_threads, max_engines)
         self._engines: list[OnnxRuntimeEngine] = []
 
     def open_engine(self, model: ModelConfig) -> OnnxRuntimeEngine:
@@ -157,7 +176,7 @@ class OnnxRuntimeBackend:
             )
         ort = _ort()
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self._config.intra_op_threads
+        opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Spinning worker threads would steal the cores other models are using.

@@ -49,4 +49,11 @@ def create_backend(config: Config) -> Backend:
         _log.info("backend selected", backend="onnxruntime", requested=config.backend)
     from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend  # noqa: PLC0415
 
-    return OnnxRuntimeBackend(config.onnxruntime, max_engines=n_engines)
+    ort_backend = OnnxRuntimeBackend(config.onnxruntime, max_engines=n_engines)
+    _log.info(
+        "onnxruntime threads",
+        intra_op_threads=ort_backend.intra_op_threads,
+        setting=config.onnxruntime.intra_op_threads,
+        models=n_engines,
+    )
+    return ort_backend
