@@ -1,14 +1,16 @@
 """The engine protocol every backend implements, and what engines report about their model.
 
-The pipeline preprocesses each frame once per distinct input spec into an ``InputSlot``
-owned by the backend (pinned host memory on TensorRT), commits it, then awaits every
-engine's ``infer`` concurrently. A backend decides how the slot reaches its engines: ONNX
-Runtime reads the host array; TensorRT uploads it once and makes every engine's stream wait
-for the upload.
+The pipeline hands each frame once per distinct input spec to an ``InputSlot`` owned by the
+backend, which fills itself (``fill``: letterbox + normalize, then publish to the engines),
+then awaits every engine's ``infer`` concurrently. A backend decides how the slot is filled
+and reaches its engines: host slots letterbox on the CPU into their array (pinned memory on
+TensorRT); ONNX Runtime reads that array, TensorRT uploads it once and makes every engine's
+stream wait for the upload. A GPU slot may letterbox on the device instead.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from edgeyolo.config import ModelConfig
+    from edgeyolo.frames import Letterbox
+    from edgeyolo.preprocess import Preprocessor
 
 Task = Literal["detect", "pose"]
 
@@ -67,11 +71,49 @@ class InputSlot(Protocol):
         """The host array preprocessing writes into, in place (never rebound)."""
         ...
 
+    def fill(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        """Letterbox ``image`` (HxWx3 BGR uint8) into this slot and publish it to the engines.
+
+        Returns the letterbox geometry decode needs to map results back to ``image``.
+        """
+        ...
+
     def commit(self) -> None:
-        """Preprocessing has finished writing ``host``; make it visible to engines."""
+        """``host`` has been written by the caller; make it visible to engines."""
         ...
 
     def close(self) -> None: ...
+
+
+class HostFill(ABC):
+    """``fill`` for slots whose engines read a host array: the CPU letterbox, then ``commit``.
+
+    Each slot keeps its own ``Preprocessor`` (it remembers which buffers already hold the
+    padding, and reuses its resize buffers).
+    """
+
+    _letterbox: Preprocessor | None = None
+
+    @property
+    @abstractmethod
+    def spec(self) -> TensorSpec: ...
+
+    @property
+    @abstractmethod
+    def host(self) -> npt.NDArray[np.floating]: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    def fill(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        pre = self._letterbox
+        if pre is None:
+            from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415 - cv2 on first use
+
+            pre = self._letterbox = Preprocessor(*self.spec.hw)
+        lb = pre(image, self.host)
+        self.commit()
+        return lb
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from edgeyolo.engines.base import InputSlot, ModelInfo, TensorSpec
+from edgeyolo.engines.base import HostFill, InputSlot, ModelInfo, TensorSpec
 from edgeyolo.engines.model import info_from_metadata
 from edgeyolo.errors import BackendUnavailableError, ModelError
 
@@ -102,8 +102,8 @@ def inspect_model(path: Path) -> ModelInfo:
     return session_info(open_session(path, opts, ["CPUExecutionProvider"]), path)
 
 
-class HostInputSlot:
-    """An input slot in ordinary host memory: ORT reads the array directly."""
+class HostInputSlot(HostFill):
+    """An input slot in ordinary host memory, filled by the CPU letterbox; ORT reads it."""
 
     def __init__(self, spec: TensorSpec) -> None:
         self._spec = spec

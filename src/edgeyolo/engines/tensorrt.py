@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edgeyolo.engines.base import InputSlot, ModelInfo, TensorSpec
+from edgeyolo.engines.base import HostFill, InputSlot, ModelInfo, TensorSpec
 from edgeyolo.engines.build import (
     ENGINE_SUFFIXES,
     check_engine_file,
@@ -184,8 +184,11 @@ def _as_metadata(meta: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-class TensorRTInputSlot:
-    """Pinned host input + its device copy, uploaded once per frame for all engines."""
+class TensorRTInputSlot(HostFill):
+    """Pinned host input + its device copy, uploaded once per frame for all engines.
+
+    ``fill`` letterboxes on the CPU into the pinned array, then ``commit`` uploads it.
+    """
 
     def __init__(self, spec: TensorSpec, upload: Stream) -> None:
         from edgeyolo.gpu import DeviceBuffer, Event, PinnedBuffer  # noqa: PLC0415
