@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgeyolo.config import load_config
-from edgeyolo.engines.model import check_model
 from edgeyolo.engines.select import create_backend
 from edgeyolo.errors import ConfigError
 from edgeyolo.health import HealthServer
 from edgeyolo.metrics import Metrics
-from edgeyolo.pipeline import CameraPipeline, ModelRunner
-from edgeyolo.postprocess import Thresholds
+from edgeyolo.pipeline import CameraPipeline
+from edgeyolo.runner import ModelRunner, open_runners
 from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
 from edgeyolo.sinks.jsonl import JsonlSink
 from edgeyolo.sources import CaptureSource
+from edgeyolo.stages import build_stages
 from edgeyolo.telemetry import CameraTelemetry
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ class RunOptions:
     config_path: Path | None = None
     # Command-line overrides, applied again to a reloaded config.
     overrides: Callable[[Config], Config] | None = None
+    # Creates the backend from the config; None: ``create_backend`` (what the config asks).
+    backend: Callable[[Config], Backend] | None = None
 
 
 @dataclass
@@ -73,37 +75,6 @@ class RunResult:
     reload: Config | None = None
 
 
-def open_runners(config: Config, backend: Backend) -> list[ModelRunner]:
-    """Load every model once and check it against its config entry."""
-    runners: list[ModelRunner] = []
-    try:
-        for m in config.models:
-            t = time.perf_counter()
-            engine = backend.open_engine(m)
-            try:
-                labels, class_ids = check_model(m, engine.info)
-            except Exception:
-                engine.close()
-                raise
-            runners.append(
-                ModelRunner(m, engine, labels, Thresholds(m.conf, m.iou, m.max_det, class_ids))
-            )
-            _log.info(
-                "model loaded",
-                model=m.name,
-                path=str(m.path),
-                task=engine.info.task,
-                classes=engine.info.num_classes,
-                input=list(engine.info.input.shape),
-                load_ms=round((time.perf_counter() - t) * 1e3, 1),
-            )
-    except Exception:
-        for r in reversed(runners):
-            r.engine.close()
-        raise
-    return runners
-
-
 def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
     """The MQTT sink the config asks for, announcing every camera x model pair it will see."""
     if config.sinks.mqtt is None:
@@ -111,7 +82,7 @@ def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
     from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - only importer of aiomqtt
 
     topology: list[tuple[str, str, str, list[str]]] = [
-        (cam.name, r.name, str(r.config.task), _reported_labels(r))
+        (cam.name, r.name, str(r.config.task), r.reported_labels)
         for cam in config.cameras
         for r in runners
         if r.config.cameras is None or cam.name in r.config.cameras
@@ -128,13 +99,6 @@ def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = Non
         sinks.append(mqtt)
     sinks.extend(options.extra_sinks)
     return sinks
-
-
-def _reported_labels(runner: ModelRunner) -> list[str]:
-    ids = runner.thresholds.classes
-    if ids is None:
-        return list(runner.labels)
-    return [runner.labels[int(i)] for i in ids]
 
 
 class Service:
@@ -229,7 +193,7 @@ class Service:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         exit_code = 0
-        backend = create_backend(self.config)
+        backend = (self.options.backend or create_backend)(self.config)
         background: list[asyncio.Task[Any]] = []
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(backend.close)
@@ -238,9 +202,9 @@ class Service:
                 # systemd before its start timeout runs out.
                 self.notifier.extend_timeout(1800)
                 self.notifier.status("loading or building TensorRT engines")
-            self.runners = open_runners(self.config, backend)
+            self.runners = open_runners(backend, self.config.models)
             for r in self.runners:
-                stack.callback(r.engine.close)
+                stack.callback(r.close)
             self.mqtt = mqtt_sink(self.config, self.runners)
             self.sinks = build_sinks(self.config, self.options, self.mqtt)
             for sink in self.sinks:
@@ -324,9 +288,10 @@ class Service:
                 backend,
                 self.sinks,
                 tel,
+                stages=build_stages(cam, self.config),
+                observers=[self.metrics],
                 max_frames=self.options.max_frames,
                 sequential=self.options.sequential,
-                metrics=self.metrics,
             )
             pipeline.on_summary = self._on_summary
             self.sources.append(src)

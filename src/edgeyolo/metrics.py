@@ -1,8 +1,9 @@
 """Prometheus metrics and health bookkeeping of one running service.
 
 ``Metrics`` owns its own ``CollectorRegistry`` (never prometheus_client's global one), so
-several services, or several tests, can live in one process without sharing counters. The
-pipeline calls the small recording methods below; ``edgeyolo.health`` serves the registry
+several services, or several tests, can live in one process without sharing counters. Each
+camera's pipeline reports every frame once to ``observe`` (a ``FrameObserver``), which feeds
+the small recording methods below; ``edgeyolo.health`` serves the registry
 as text on ``/metrics`` and asks ``Metrics.health`` for ``/healthz``.
 
 Every recording method is cheap and thread-safe (prometheus_client's metrics lock
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     from prometheus_client.metrics_core import Metric
+
+    from edgeyolo.telemetry import FrameTimings
 
 NAMESPACE = "edgeyolo"
 
@@ -144,6 +147,7 @@ class Metrics:
         self.last_frame: dict[str, float] = {}
         self.last_inference: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        self._dropped_seen: dict[str, int] = {}
         self._mqtt: MqttStats | None = None
         self._mqtt_down_since: float | None = None
         self._created = clock()
@@ -222,6 +226,24 @@ class Metrics:
             self._stage.labels(stage)
 
     # -- recording, called by the pipeline ---------------------------------------------------
+
+    def observe(self, camera: str, timings: FrameTimings) -> None:
+        """``FrameObserver``: record one processed frame's report from ``camera``'s pipeline."""
+        self.frame_captured(camera)
+        dropped = timings.dropped - self._dropped_seen.get(camera, 0)
+        if dropped > 0:
+            self.frames_dropped(camera, dropped)
+            self._dropped_seen[camera] = timings.dropped
+        self.stage_seconds("capture_wait", timings.capture_wait_ms / 1e3)
+        self.stage_seconds("preprocess", timings.preprocess_ms / 1e3)
+        for engine in timings.failed:
+            self.engine_failed(engine)
+        for engine, ms in timings.infer_ms.items():
+            self.inference_seconds(engine, ms / 1e3)
+        self.stage_seconds("infer", timings.infer_wall_ms / 1e3)
+        self.stage_seconds("post", sum(timings.post_ms.values()) / 1e3)
+        self.stage_seconds("emit", timings.emit_ms / 1e3)
+        self.e2e_seconds(camera, timings.e2e_ms / 1e3)
 
     def frame_captured(self, camera: str, *, now: float | None = None) -> None:
         """A camera delivered a frame (counts it and marks the camera alive)."""

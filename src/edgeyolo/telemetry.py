@@ -4,6 +4,11 @@ Field names are stable (docs/logging.md): the per-frame line is event ``frame`` 
 ``camera``, ``seq``, ``capture_wait_ms``, ``preprocess_ms``, ``infer_ms`` and ``post_ms``
 (objects keyed by model), ``emit_ms``, ``e2e_ms``; the summary is event ``summary`` with
 ``camera``, ``fps``, ``frames``, ``dropped`` and ``stages`` (p50/p95/p99 per stage).
+A camera with stages (a tracker, ...) also logs ``stages_ms``.
+
+The pipeline reports each frame's ``FrameTimings`` once to its ``FrameObserver``s: the
+camera's ``CameraTelemetry`` (log lines, summaries) and the service's ``Metrics``
+(Prometheus) both observe the same report.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +34,13 @@ class FrameTimings:
     post_ms: dict[str, float] = field(default_factory=dict)
     emit_ms: float = 0.0
     e2e_ms: float = 0.0
+    # Wall time of all engines together (they overlap), and of the camera's stages if any.
+    infer_wall_ms: float = 0.0
+    stages_ms: float | None = None
+    # The source's dropped-frames total when this frame was taken.
+    dropped: int = 0
+    # Models whose inference raised on this frame.
+    failed: list[str] = field(default_factory=list)
 
     def flat(self) -> dict[str, float]:
         """Stage name -> ms, models as ``infer.<model>`` and ``post.<model>``."""
@@ -40,11 +52,13 @@ class FrameTimings:
         }
         out.update({f"infer.{k}": v for k, v in self.infer_ms.items()})
         out.update({f"post.{k}": v for k, v in self.post_ms.items()})
+        if self.stages_ms is not None:
+            out["stages"] = self.stages_ms
         return out
 
     def log_fields(self) -> dict[str, Any]:
         r = 3
-        return {
+        fields = {
             "seq": self.seq,
             "capture_wait_ms": round(self.capture_wait_ms, r),
             "preprocess_ms": round(self.preprocess_ms, r),
@@ -53,6 +67,15 @@ class FrameTimings:
             "emit_ms": round(self.emit_ms, r),
             "e2e_ms": round(self.e2e_ms, r),
         }
+        if self.stages_ms is not None:
+            fields["stages_ms"] = round(self.stages_ms, r)
+        return fields
+
+
+class FrameObserver(Protocol):
+    """Something told once per processed frame how long each stage took."""
+
+    def observe(self, camera: str, timings: FrameTimings) -> None: ...
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -84,6 +107,11 @@ class CameraTelemetry:
         self.all: list[FrameTimings] = []
         self.done_at: list[float] = []
         self.keep_all = False
+
+    def observe(self, camera: str, timings: FrameTimings) -> None:
+        """``FrameObserver``: record the frame (``camera`` is this telemetry's own)."""
+        del camera
+        self.record(timings)
 
     def record(self, t: FrameTimings) -> None:
         """Add one frame; log its line when it is sampled."""

@@ -110,10 +110,10 @@ def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
     import cv2  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from edgeyolo.app import open_runners  # noqa: PLC0415
     from edgeyolo.commands import _seed  # noqa: PLC0415
     from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend  # noqa: PLC0415
     from edgeyolo.preprocess import Preprocessor, as_bgr  # noqa: PLC0415
+    from edgeyolo.runner import open_runners  # noqa: PLC0415
 
     cam = cfg.cameras[0]
     cap = cv2.VideoCapture(str(cam.source))
@@ -127,7 +127,7 @@ def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
     if not images:
         raise ConfigError(f"cameras[0].source: cannot read frames from {cam.source}")
     backend = OnnxRuntimeBackend(cfg.onnxruntime, max_engines=len(cfg.models))
-    runners = open_runners(cfg.model_copy(update={"models": cfg.models_for(cam.name)}), backend)
+    runners = open_runners(backend, cfg.models_for(cam.name))
     try:
         specs = list(dict.fromkeys(r.engine.info.input for r in runners))
         pres = {s: Preprocessor(*s.hw) for s in specs}
@@ -152,7 +152,7 @@ def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
         del lbs
     finally:
         for r in reversed(runners):
-            r.engine.close()
+            r.close()
         backend.close()
     ours = statistics.median(p + q for p, q in zip(pre_ms, post_ms, strict=True))
     base = statistics.median(p + q for p, q in zip(seed_pre, seed_post, strict=True))

@@ -207,6 +207,7 @@ async def _engine_vs_onnxruntime(
     from edgeyolo.engines.build import inspect_onnx  # noqa: PLC0415
     from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: PLC0415
     from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
+    from edgeyolo.runner import ModelRunner  # noqa: PLC0415
 
     task = inspect_onnx(model).metadata.get("task", "detect")
     cfg = ModelConfig(name="doctor", path=model, task=task, precision=precision)
@@ -214,12 +215,14 @@ async def _engine_vs_onnxruntime(
     start = time.perf_counter()
     backend = TensorRTBackend(TensorRTConfig(cache_dir=cache_dir))
     try:
-        engine = backend.open_engine(cfg)
+        engine = ModelRunner.open(backend, cfg).engine
         ready = time.perf_counter() - start
-        slot = backend.allocate_input(engine.info.input)
-        Preprocessor(*engine.info.input.hw)(img, slot.host)
-        blob = slot.host.astype(np.float32)
-        slot.commit()
+        spec = engine.info.input
+        # The reference input: the CPU letterbox, whatever way the slot fills itself.
+        blob = np.zeros(spec.shape, np.float32)
+        Preprocessor(*spec.hw)(img, blob)
+        slot = backend.allocate_input(spec)
+        slot.fill(img)
         out = (await engine.infer(slot)).copy()
     finally:
         backend.close()

@@ -80,19 +80,17 @@ def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
 
 
 def main(args: argparse.Namespace) -> int:
-    import numpy as np  # noqa: PLC0415
-
-    from edgeyolo.config import ModelConfig  # noqa: PLC0415
-    from edgeyolo.engines.model import check_model  # noqa: PLC0415
-    from edgeyolo.engines.onnxruntime import OnnxRuntimeEngine, open_session, session_info  # noqa: PLC0415
+    from edgeyolo.config import ModelConfig, OnnxRuntimeConfig  # noqa: PLC0415
+    from edgeyolo.engines.onnxruntime import (  # noqa: PLC0415
+        OnnxRuntimeBackend,
+        OnnxRuntimeEngine,
+        inspect_model,
+    )
     from edgeyolo.log import configure_logging  # noqa: PLC0415
-    from edgeyolo.pipeline import ModelRunner  # noqa: PLC0415
-    from edgeyolo.postprocess import Thresholds  # noqa: PLC0415
-    from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
+    from edgeyolo.runner import ModelRunner, to_detections  # noqa: PLC0415
 
     configure_logging("auto", "warning")
-    session = open_session(args.model)
-    info = session_info(session, args.model)
+    info = inspect_model(args.model)
     if args.imgsz is not None and info.input.hw != (args.imgsz, args.imgsz):
         raise ModelError(
             f"{args.model}: the model's input is {info.input.hw[1]}x{info.input.hw[0]}; "
@@ -110,23 +108,27 @@ def main(args: argparse.Namespace) -> int:
         max_det=args.max_det,
         classes=classes,
     )
-    labels, class_ids = check_model(cfg, info)
-    engine = OnnxRuntimeEngine(cfg.name, session, info, pool=None)  # type: ignore[arg-type]
-    runner = ModelRunner(cfg, engine, labels, Thresholds(cfg.conf, cfg.iou, cfg.max_det, class_ids))
-    pre = Preprocessor(*info.input.hw)
-    blob = np.zeros(info.input.shape, info.input.dtype)
-    out = sys.stdout
-    for path in args.sources:
-        for n, image in _frames(path):
-            lb = pre(image, blob)
-            dets = runner.decode(engine.run_sync(blob), lb)
-            record: dict[str, Any] = {
-                "source": str(path),
-                "frame": n,
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
-                "detections": [d.to_dict() for d in runner.to_detections(dets)],
-            }
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    out.flush()
+    # One model, one image at a time: ONNX Runtime may use every core (its default).
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=0), max_engines=1)
+    try:
+        runner = ModelRunner.open(backend, cfg)
+        slot = backend.allocate_input(runner.input_spec)
+        engine = runner.engine
+        assert isinstance(engine, OnnxRuntimeEngine)  # what this backend opens
+        out = sys.stdout
+        for path in args.sources:
+            for n, image in _frames(path):
+                lb = slot.fill(image)
+                dets = runner.decode(engine.run_sync(slot.host), lb)
+                record: dict[str, Any] = {
+                    "source": str(path),
+                    "frame": n,
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                    "detections": [d.to_dict() for d in to_detections(dets, runner.labels)],
+                }
+                out.write(json.dumps(record, separators=(",", ":")) + "\n")
+        out.flush()
+    finally:
+        backend.close()
     return 0

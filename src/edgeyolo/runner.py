@@ -1,0 +1,176 @@
+"""One model's inference, shared by every camera that runs it: engine, lock, decode, failures.
+
+A runner is where inference is owned. Cameras call ``run`` with their filled input slots;
+the runner holds the engine's lock for the whole call (at most one frame per engine in
+flight), runs the engine and decodes its output under that lock, and counts failures. This is
+the place where several cameras' calls may later be gathered into one batched engine call
+without the cameras noticing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from edgeyolo.engines.model import check_model
+from edgeyolo.events import Detection
+from edgeyolo.postprocess import Detections, Thresholds, decode
+from edgeyolo.stages import ModelOutput
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from edgeyolo.config import ModelConfig
+    from edgeyolo.engines.base import Backend, Engine, InputSlot, TensorSpec
+    from edgeyolo.frames import Letterbox
+
+_log = structlog.get_logger("edgeyolo.runner")
+_ms = 1e-6  # ns -> ms
+
+
+@dataclass
+class ModelRunner:
+    """One engine with its decode settings; shared by every camera that runs the model."""
+
+    config: ModelConfig
+    engine: Engine
+    labels: list[str]
+    thresholds: Thresholds
+    failures: int = 0
+    _lock: asyncio.Lock | None = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, backend: Backend, model: ModelConfig) -> ModelRunner:
+        """Open ``model`` on ``backend``, check it against its config entry, and wrap it.
+
+        The engine is closed again when the check fails, so a caller owns nothing on error.
+        """
+        start = time.perf_counter()
+        engine = backend.open_engine(model)
+        try:
+            labels, class_ids = check_model(model, engine.info)
+        except BaseException:
+            engine.close()
+            raise
+        runner = cls(
+            model, engine, labels, Thresholds(model.conf, model.iou, model.max_det, class_ids)
+        )
+        _log.info(
+            "model loaded",
+            model=model.name,
+            path=str(model.path),
+            task=engine.info.task,
+            classes=engine.info.num_classes,
+            input=list(engine.info.input.shape),
+            load_ms=round((time.perf_counter() - start) * 1e3, 1),
+        )
+        return runner
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def input_spec(self) -> TensorSpec:
+        """The input this runner's engine reads (cameras fill one slot per distinct spec)."""
+        return self.engine.info.input
+
+    @property
+    def reported_labels(self) -> list[str]:
+        """The labels this model can report: all of them, or the configured class filter's."""
+        ids = self.thresholds.classes
+        if ids is None:
+            return list(self.labels)
+        return [self.labels[int(i)] for i in ids]
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        # Created on first use so it belongs to the running loop.
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def decode(self, raw: npt.NDArray[np.float32], letterbox: Letterbox) -> Detections:
+        """Raw engine output of one frame -> canonical arrays in source pixels."""
+        info = self.engine.info
+        return decode(raw, letterbox, self.thresholds, info.num_classes, info.kpt_shape)
+
+    async def run(
+        self, slots: Mapping[TensorSpec, InputSlot], letterboxes: Mapping[TensorSpec, Letterbox]
+    ) -> ModelOutput:
+        """Run the engine on the camera's filled slot for its input spec, and decode.
+
+        Decoding happens under the engine's lock: the raw output lives in a buffer the engine
+        reuses (pinned memory on TensorRT), which another camera's frame may overwrite as soon
+        as the lock is released. ``decode`` copies what it keeps. A failure is counted here
+        and re-raised for the caller to isolate.
+        """
+        spec = self.input_spec
+        async with self.lock:
+            t0 = time.perf_counter_ns()
+            try:
+                raw = await self.engine.infer(slots[spec])
+                t1 = time.perf_counter_ns()
+                dets = self.decode(raw, letterboxes[spec])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.failures += 1
+                raise
+            t2 = time.perf_counter_ns()
+        return ModelOutput(
+            model=self.name,
+            task=self.config.task,
+            labels=self.labels,
+            detections=dets,
+            infer_ms=(t1 - t0) * _ms,
+            decode_ms=(t2 - t1) * _ms,
+        )
+
+    def should_log_failure(self) -> bool:
+        """Log the 1st, 10th, 100th and every 1000th failure, not every frame's."""
+        n = self.failures
+        return n in {1, 10, 100} or n % 1000 == 0
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def to_detections(dets: Detections, labels: Sequence[str]) -> tuple[Detection, ...]:
+    """Canonical arrays -> event objects (plain Python floats for JSON)."""
+    boxes = dets.boxes.tolist()
+    scores = dets.scores.tolist()
+    ids = dets.class_ids.tolist()
+    kpts = dets.keypoints.tolist() if dets.keypoints is not None else None
+    n_labels = len(labels)
+    return tuple(
+        Detection(
+            box=tuple(boxes[i]),
+            conf=scores[i],
+            class_id=ids[i],
+            label=labels[ids[i]] if ids[i] < n_labels else str(ids[i]),
+            keypoints=None if kpts is None else tuple(tuple(p) for p in kpts[i]),
+        )
+        for i in range(len(scores))
+    )
+
+
+def open_runners(backend: Backend, models: list[ModelConfig]) -> list[ModelRunner]:
+    """Open every model once (in config order); on failure close what was opened."""
+    runners: list[ModelRunner] = []
+    try:
+        for m in models:
+            # One at a time, so the ones opened before a failure are closed below.
+            runners.append(ModelRunner.open(backend, m))  # noqa: PERF401
+    except BaseException:
+        for r in reversed(runners):
+            r.close()
+        raise
+    return runners
