@@ -188,25 +188,29 @@ def test_two_cameras_share_engines(tmp_path):
     assert all(first["demo", m, s] == first["second", m, s] for _, m, s in first)
 
 
-def test_failing_engine_is_isolated(tmp_path, monkeypatch):
+def test_failing_engine_is_isolated(tmp_path):
     """An engine that raises is logged and counted; the other models keep producing events."""
     import structlog
 
     import edgeyolo.app as app_module
+    from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend
 
-    open_runners = app_module.open_runners
+    class FaultyBackend(OnnxRuntimeBackend):
+        """Real ONNX Runtime engines; pose-int8's fails at the engine boundary."""
 
-    def open_with_fault(config, backend):
-        runners = open_runners(config, backend)
-        broken = next(r for r in runners if r.name == "pose-int8")
+        def open_engine(self, model):
+            engine = super().open_engine(model)
+            if model.name == "pose-int8":
 
-        async def infer(slot):
-            raise RuntimeError("device lost")  # the fault, injected at the engine boundary
+                async def infer(slot):
+                    raise RuntimeError("device lost")  # the fault
 
-        broken.engine.infer = infer
-        return runners
+                engine.infer = infer
+            return engine
 
-    monkeypatch.setattr(app_module, "open_runners", open_with_fault)
+    def backend(config):
+        return FaultyBackend(config.onnxruntime, max_engines=len(config.models))
+
     seen: list = []
 
     class Collect:
@@ -217,7 +221,9 @@ def test_failing_engine_is_isolated(tmp_path, monkeypatch):
 
         async def close(self) -> None: ...
 
-    options = RunOptions(max_frames=6, pace="fast", jsonl=False, handle_signals=False)
+    options = RunOptions(
+        max_frames=6, pace="fast", jsonl=False, handle_signals=False, backend=backend
+    )
     options.extra_sinks.append(Collect())
     service = app_module.Service(load_config(demo_config(tmp_path)), options)
     with structlog.testing.capture_logs() as logs:
