@@ -63,14 +63,49 @@ class Detections:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Anchors above the threshold (and in the class filter), in anchor order.
+
+    What the GPU decode copies back instead of the whole output: ``box`` 4 x k (cx, cy, w, h
+    in input pixels), ``scores`` k, ``class_ids`` k, ``kpt_rows`` K*3 x k for pose models.
+    """
+
+    anchors: npt.NDArray[np.intp]
+    box: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    class_ids: npt.NDArray[np.int32]
+    kpt_rows: npt.NDArray[np.float32] | None = None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
 def decode(
-    raw: npt.NDArray[np.floating],
+    raw: npt.NDArray[np.floating] | Candidates,
     letterbox: Letterbox,
     thresholds: Thresholds,
     num_classes: int,
     kpt_shape: tuple[int, int] | None = None,
 ) -> Detections:
-    """Decode one image's raw output (``rows x N`` or ``1 x rows x N``) into ``Detections``."""
+    """Decode one image's raw output (``rows x N`` or ``1 x rows x N``) into ``Detections``.
+
+    ``raw`` may also be the GPU decode's ``Candidates`` (thresholded and filtered already).
+    """
+    if isinstance(raw, Candidates):
+        return decode_candidates(
+            raw.box, raw.scores, raw.class_ids, raw.kpt_rows, letterbox, thresholds, kpt_shape
+        )
+    return _decode_raw(raw, letterbox, thresholds, num_classes, kpt_shape)
+
+
+def _decode_raw(
+    raw: npt.NDArray[np.floating],
+    letterbox: Letterbox,
+    thresholds: Thresholds,
+    num_classes: int,
+    kpt_shape: tuple[int, int] | None,
+) -> Detections:
     if raw.ndim == 3:
         raw = raw[0]
     nk = 0 if kpt_shape is None else kpt_shape[0] * kpt_shape[1]
@@ -93,11 +128,35 @@ def decode(
     if thresholds.classes is not None:
         wanted = np.isin(class_ids, thresholds.classes)
         sub, scores, class_ids = sub[:, wanted], scores[wanted], class_ids[wanted]
+    box = sub[:4]
+    kpt_rows = sub[4 + num_classes :] if kpt_shape is not None else None
+    return decode_candidates(box, scores, class_ids, kpt_rows, letterbox, thresholds, kpt_shape)
+
+
+def decode_candidates(
+    box: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float32],
+    class_ids: npt.NDArray[np.int32],
+    kpt_rows: npt.NDArray[np.float32] | None,
+    letterbox: Letterbox,
+    thresholds: Thresholds,
+    kpt_shape: tuple[int, int] | None = None,
+) -> Detections:
+    """NMS and mapping to source pixels of candidates already above the threshold.
+
+    ``box`` is 4 x k (cx, cy, w, h in input pixels), ``kpt_rows`` K*3 x k; candidates are in
+    anchor order (the GPU decode sorts its compacted candidates so), which makes score ties
+    resolve as on the CPU path.
+    """
+    if scores.size == 0:
+        return Detections.empty(kpt_shape)
     if scores.size > MAX_NMS:
         top = np.argsort(-scores, kind="stable")[:MAX_NMS]
-        sub, scores, class_ids = sub[:, top], scores[top], class_ids[top]
+        box, scores, class_ids = box[:, top], scores[top], class_ids[top]
+        if kpt_rows is not None:
+            kpt_rows = kpt_rows[:, top]
 
-    cx, cy, half_w, half_h = sub[0], sub[1], sub[2] / 2, sub[3] / 2
+    cx, cy, half_w, half_h = box[0], box[1], box[2] / 2, box[3] / 2
     boxes = np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1)
     # Class-aware NMS: shift each class far apart (float32, like Ultralytics, so IoU ties
     # resolve identically).
@@ -106,7 +165,7 @@ def decode(
 
     boxes = letterbox.boxes_to_source(boxes[keep])
     kpts = None
-    if kpt_shape is not None:
-        kpts = np.ascontiguousarray(sub[4 + num_classes :, keep].T).reshape(-1, *kpt_shape)
+    if kpt_shape is not None and kpt_rows is not None:
+        kpts = np.ascontiguousarray(kpt_rows[:, keep].T).reshape(-1, *kpt_shape)
         letterbox.points_to_source(kpts[..., :2])
     return Detections(boxes, scores[keep], class_ids[keep], kpts)
