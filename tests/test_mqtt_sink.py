@@ -20,6 +20,7 @@ import structlog
 from edgeyolo.config.mqtt import MqttConfig
 from edgeyolo.events import Detection, DetectionEvent, StatsEvent
 from edgeyolo.sinks.mqtt import MqttSink
+from edgeyolo.sinks.topics import Route
 from mosquitto import HOST, Collector, Mosquitto, TlsFiles, free_port, validate
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.mqtt
 
 TOPOLOGY = [
-    ("front", "det", "detect", ["person", "car", "sports ball"]),
-    ("front", "pose", "pose", ["person"]),
+    Route("front", "det", "detect", ("person", "car", "sports ball")),
+    Route("front", "pose", "pose", ("person",)),
 ]
 KPTS_STANDING = tuple(
     (50.0 + (i % 2) * 10, 40.0 + (i // 2) * 15, 0.9) for i in range(17)
@@ -369,7 +370,7 @@ def test_wrong_credentials_and_unreachable_broker_retry_with_clear_logs(tmp_path
 def test_names_with_wildcards_are_sanitized_on_the_wire(broker: Mosquitto):
     """Camera, model and label names with '#', '+', '/' become safe topic levels."""
     pfx = prefix()
-    topo = [("front/door #1", "det+v2", "detect", ["person", "a/b+c#"])]
+    topo = [Route("front/door #1", "det+v2", "detect", ("person", "a/b+c#"))]
 
     async def main() -> None:
         sink = MqttSink(config(broker.url, pfx, count_labels=["person", "a/b+c#"]), topo)

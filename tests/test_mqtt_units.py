@@ -16,8 +16,9 @@ from edgeyolo.errors import ConfigError
 from edgeyolo.events import Detection, DetectionEvent
 from edgeyolo.sinks.derive import pose_summary, posture
 from edgeyolo.sinks.discovery import CameraEntities, discovery_payload
-from edgeyolo.sinks.mqtt import Message, MqttSink, Outbox
-from edgeyolo.sinks.topics import Topics, sanitize_segment, unique_segments
+from edgeyolo.sinks.mqtt import MqttSink
+from edgeyolo.sinks.outbox import Message, Outbox
+from edgeyolo.sinks.topics import Route, Topics, sanitize_segment, unique_segments
 
 WILDCARDS = ("+", "#", "\x00")
 
@@ -217,9 +218,9 @@ def test_sink_topology_decides_counts_occupancy_and_pose(tmp_path: Path):
         {"url": "mqtt://127.0.0.1:1", "device_id": "dev", "count_labels": ["person", "a/b"]}
     )
     topo = [
-        ("cam#1", "pose+", "pose", ["person"]),
-        ("cam#1", "det", "detect", ["person", "a/b", "car"]),
-        ("cam/2", "pose+", "pose", ["person"]),
+        Route("cam#1", "pose+", "pose", ("person",)),
+        Route("cam#1", "det", "detect", ("person", "a/b", "car")),
+        Route("cam/2", "pose+", "pose", ("person",)),
     ]
     sink = MqttSink(cfg, topo)
     payload = json.loads(sink.discovery_message().payload)

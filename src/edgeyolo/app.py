@@ -79,15 +79,16 @@ def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
     """The MQTT sink the config asks for, announcing every camera x model pair it will see."""
     if config.sinks.mqtt is None:
         return None
-    from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - only importer of aiomqtt
+    from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - imports aiomqtt
+    from edgeyolo.sinks.topics import Route  # noqa: PLC0415
 
-    topology: list[tuple[str, str, str, list[str]]] = [
-        (cam.name, r.name, str(r.config.task), r.reported_labels)
+    routes = [
+        Route(cam.name, r.name, str(r.config.task), tuple(r.reported_labels))
         for cam in config.cameras
         for r in runners
         if r.config.cameras is None or cam.name in r.config.cameras
     ]
-    return MqttSink(config.sinks.mqtt, topology)
+    return MqttSink(config.sinks.mqtt, routes)
 
 
 def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = None) -> list[Sink]:

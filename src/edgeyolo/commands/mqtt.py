@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from edgeyolo.commands._common import add_config_arg, load
 from edgeyolo.errors import ConfigError, EdgeYoloError
+
+if TYPE_CHECKING:
+    from edgeyolo.config.mqtt import MqttConfig
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,7 +47,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def remove_discovery_main(args: argparse.Namespace) -> int:
     from edgeyolo.config.mqtt import with_broker_url  # noqa: PLC0415
-    from edgeyolo.sinks.mqtt import MqttError, remove_discovery  # noqa: PLC0415 - aiomqtt
+    from edgeyolo.sinks.link import MqttError  # noqa: PLC0415 - aiomqtt only when used
 
     cfg = load(args.config)
     mqtt = cfg.sinks.mqtt
@@ -61,3 +65,29 @@ def remove_discovery_main(args: argparse.Namespace) -> int:
     for topic in cleared:
         print(f"cleared {topic}")
     return 0
+
+
+async def remove_discovery(
+    config: MqttConfig, *, clear_state: bool = False, timeout: float = 10.0
+) -> list[str]:
+    """Remove this device from Home Assistant: an empty retained discovery config.
+
+    With ``clear_state`` also empties every retained topic under ``<prefix>/<device>/``
+    (counts, occupancy, stats, availability). Returns the topics cleared. Raises
+    ``MqttError`` when the broker cannot be reached within ``timeout``.
+    """
+    from edgeyolo.sinks.link import clear_retained  # noqa: PLC0415 - aiomqtt only when used
+    from edgeyolo.sinks.topics import Topics  # noqa: PLC0415
+
+    if config.is_embedded:
+        raise ConfigError(
+            "sinks.mqtt.url is 'embedded': that broker keeps nothing after the service stops, "
+            "so there is no discovery to remove; pass --mqtt-url for a real broker"
+        )
+    topics = Topics.for_config(config)
+    return await clear_retained(
+        config,
+        [topics.discovery],
+        found_under=f"{topics.base}/#" if clear_state else None,
+        timeout=timeout,
+    )

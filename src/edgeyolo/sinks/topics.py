@@ -1,4 +1,4 @@
-"""MQTT topic layout and the sanitizing of names that go into topics.
+"""MQTT topic layout, the sanitizing of names that go into topics, and the topology.
 
 Camera and model names come from the config file, labels from model metadata: none of them
 may smuggle an MQTT wildcard (``+``, ``#``), a level separator (``/``) or NUL into a topic,
@@ -11,6 +11,9 @@ nor start with ``$`` (reserved for broker topics such as ``$SYS``). Layout (docs
     <prefix>/<device>/<camera>/<model>/detections    every frame's detections (stream)
     <prefix>/<device>/<camera>/<model>/pose          pose events (on change)
     <discovery prefix>/device/<device>/config        Home Assistant device discovery
+
+The topology (:class:`Route`: which model runs on which camera, with which labels) decides
+which count, occupancy and pose topics exist; :class:`Layout` works that out once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
+
+    from edgeyolo.config.mqtt import MqttConfig
 
 # Segments directly under a camera that a model name must not shadow.
 RESERVED_UNDER_CAMERA = frozenset({"count", "occupancy", "stats"})
@@ -65,6 +70,11 @@ class Topics:
     device_id: str
     discovery_prefix: str = "homeassistant"
 
+    @classmethod
+    def for_config(cls, config: MqttConfig) -> Topics:
+        """The topics of the device ``config`` describes."""
+        return cls(config.prefix, config.resolved_device_id(), config.discovery.prefix)
+
     @property
     def base(self) -> str:
         """``<prefix>/<device>``: everything of this device lives under it."""
@@ -99,3 +109,97 @@ class Topics:
     def pose(self, camera: str, model: str) -> str:
         """Pose events of ``model`` on ``camera``."""
         return f"{self.base}/{camera}/{model}/pose"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One model running on one camera: the sink will see its events."""
+
+    camera: str
+    model: str
+    task: str  # "detect" or "pose"
+    labels: tuple[str, ...]  # the labels the model reports (after any class filter)
+
+
+class Segments:
+    """Names to unique topic segments, assigned on first use (stable for a given order).
+
+    Like :func:`unique_segments`, but a name seen only later (an event from a camera not in
+    the topology) still gets a segment distinct from the others.
+    """
+
+    def __init__(self, reserved: frozenset[str] = frozenset()) -> None:
+        self._reserved = reserved
+        self._table: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        seg = self._table.get(name)
+        if seg is None:
+            base = sanitize_segment(name)
+            taken = set(self._table.values()) | self._reserved
+            seg, n = base, 1
+            while seg in taken:
+                n += 1
+                seg = f"{base}_{n}"
+            self._table[name] = seg
+        return seg
+
+
+class Layout:
+    """What a topology publishes: segments for every name, and which model counts what.
+
+    For each camera and each label in ``count_labels`` (and ``occupancy_label``), a
+    detection model that knows the label is the counter; a pose model counts it (people)
+    only when no detection model on that camera knows it.
+    """
+
+    def __init__(
+        self, routes: Sequence[Route], count_labels: Sequence[str], occupancy_label: str
+    ) -> None:
+        self.camera = Segments()
+        self.model = Segments(RESERVED_UNDER_CAMERA)
+        self.label = Segments()
+        self._counts: dict[tuple[str, str], list[str]] = {}
+        self._counted: dict[str, list[str]] = {}
+        self._occupancy: dict[str, str] = {}
+        self._pose: dict[str, list[str]] = {}
+        by_cam: dict[str, list[Route]] = {}
+        for r in routes:
+            by_cam.setdefault(r.camera, []).append(r)
+            self.camera(r.camera)
+            self.model(r.model)
+        self.cameras: list[str] = list(by_cam)
+        wanted = list(dict.fromkeys([*count_labels, occupancy_label]))
+        for camera, cam_routes in by_cam.items():
+            counted = self._counted[camera] = []
+            for label in wanted:
+                src = [r.model for r in cam_routes if label in r.labels and r.task == "detect"]
+                src = src or [r.model for r in cam_routes if label in r.labels]
+                if not src:
+                    continue
+                if label in count_labels:
+                    self._counts.setdefault((camera, src[0]), []).append(label)
+                    counted.append(label)
+                    self.label(label)
+                if label == occupancy_label:
+                    self._occupancy[camera] = src[0]
+            self._pose[camera] = [r.model for r in cam_routes if r.task == "pose"]
+        known = {label for r in routes for label in r.labels}
+        self.missing: list[str] = [label for label in wanted if label not in known]
+        """Configured count/occupancy labels that no model reports."""
+
+    def counts(self, camera: str, model: str) -> Sequence[str]:
+        """The labels ``model`` counts on ``camera`` (maybe none)."""
+        return self._counts.get((camera, model), ())
+
+    def counted(self, camera: str) -> list[str]:
+        """Every label counted on ``camera``, in config order."""
+        return self._counted.get(camera, [])
+
+    def occupancy_model(self, camera: str) -> str | None:
+        """The model whose detections decide ``camera``'s occupancy, if any."""
+        return self._occupancy.get(camera)
+
+    def pose_models(self, camera: str) -> list[str]:
+        """The pose models running on ``camera``."""
+        return self._pose.get(camera, [])

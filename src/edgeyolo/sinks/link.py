@@ -1,0 +1,335 @@
+"""The connection to the MQTT broker: the only module that imports aiomqtt.
+
+It publishes messages from an :class:`~edgeyolo.sinks.outbox.Outbox` and knows nothing about
+events (the sink, ``sinks/mqtt.py``, turns events into messages):
+
+* aiomqtt 2.x does not reconnect in place: :meth:`Link.run` leaves the client context on an
+  error and enters a fresh client after a capped, jittered backoff, logging every attempt
+  once, with a hint for the usual causes (credentials, reachability, TLS).
+* Each connection publishes the caller's greeting first (availability, discovery), makes the
+  subscriptions, calls ``on_connect`` (the sink re-queues every current state), then runs a
+  reader and a writer in one task group: whichever fails ends the connection.
+* The writer keeps up to ``_BATCH`` publishes in flight and removes a message from the
+  outbox only once the broker took it; on :meth:`Link.close` it drains the outbox, publishes
+  the farewell and disconnects cleanly (a clean DISCONNECT does not trigger the will).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+import aiomqtt
+import structlog
+
+from edgeyolo.errors import ConfigError
+from edgeyolo.tasks import TaskGroup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from edgeyolo.config.mqtt import MqttConfig
+    from edgeyolo.sinks.embedded_broker import EmbeddedBroker
+    from edgeyolo.sinks.outbox import Message, Outbox
+
+MqttError = aiomqtt.MqttError
+"""What a failed broker operation raises (re-exported: only this module imports aiomqtt)."""
+
+_BATCH = 64  # messages in flight at once: pipelines QoS 1 round trips on slow links
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext:
+    """The TLS context ``sinks.mqtt.tls`` asks for; ConfigError naming the files if unusable."""
+    tls = config.tls
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca) if tls and tls.ca else None)
+        if tls and tls.cert and tls.key:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"sinks.mqtt.tls: cannot load the TLS files ({tls!r}): {exc}") from exc
+    if tls is not None and tls.insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def display_url(config: MqttConfig) -> str:
+    """The configured broker as subscribers may use it (user name, never the password)."""
+    url = config.broker
+    if url is None:
+        return ""
+    return url.model_copy(update={"username": url.username or config.username}).display()
+
+
+def client(
+    config: MqttConfig,
+    *,
+    embedded: EmbeddedBroker | None = None,
+    tls: ssl.SSLContext | None = None,
+    will: Message | None = None,
+    admin: bool = False,
+) -> aiomqtt.Client:
+    """A new, not yet connected client for the configured broker (or ``embedded``).
+
+    ``admin``: another client id (a running service is not kicked off the broker) and no
+    will (its going away says nothing about the service).
+    """
+    url = config.broker
+    if url is None:
+        if embedded is None:
+            raise ConfigError("sinks.mqtt.url is 'embedded' but no embedded broker runs")
+        host, port, username, secret = "127.0.0.1", embedded.port, config.username, config.password
+    else:
+        host, port = url.host, url.port
+        username = url.username or config.username
+        secret = url.password or config.password
+    if tls is None and config.is_tls:
+        tls = tls_context(config)
+    c = aiomqtt.Client(
+        host,
+        port,
+        # paho logs each socket error at ERROR through it; the link logs every failure
+        # itself (with a hint), so the library's copy would only say it twice.
+        logger=_quiet_logger(),
+        username=username,
+        password=None if secret is None else secret.get_secret_value(),
+        identifier=config.resolved_client_id() + ("-admin" if admin else ""),
+        will=None
+        if admin or will is None
+        else aiomqtt.Will(will.topic, will.payload, will.qos, will.retain),
+        keepalive=config.keepalive_s,
+        timeout=10.0,
+        tls_context=tls,
+    )
+    # The writer keeps up to _BATCH publishes in flight on purpose; aiomqtt warns above 10.
+    c.pending_calls_threshold = _BATCH + 8
+    return c
+
+
+class Link:
+    """Keeps a connection to the broker and publishes ``outbox`` through it; see the module.
+
+    ``greeting()``: messages published (in order, awaited) right after each connect, before
+    anything queued. ``subscriptions``: topic filter -> handler of ``(payload, retained)``.
+    ``farewell``: published after the outbox drained on close. ``will``: the last will.
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        outbox: Outbox,
+        *,
+        embedded: EmbeddedBroker | None = None,
+        will: Message | None = None,
+        greeting: Callable[[], Sequence[Message]] = list,
+        subscriptions: Mapping[str, Callable[[bytes, bool], None]] | None = None,
+        on_connect: Callable[[], None] = lambda: None,
+        farewell: Message | None = None,
+    ) -> None:
+        self.config = config
+        self._outbox = outbox
+        self._embedded = embedded
+        self._will = will
+        self._greeting = greeting
+        self._subscriptions = dict(subscriptions or {})
+        self._on_connect = on_connect
+        self._farewell = farewell
+        self._tls = tls_context(config) if config.is_tls else None
+        self._display = display_url(config)
+        self._log = structlog.get_logger("edgeyolo.mqtt")
+        self._closing = asyncio.Event()
+        self.connected = False
+        """True while a connection is up."""
+        self.reconnects = 0
+        """Connections made after the first one."""
+        self.published = 0
+        """Messages the broker took (outbox messages and the farewell)."""
+        self.down_since: float | None = time.monotonic()
+        """``time.monotonic()`` since when there is no connection; None while connected."""
+        self._ever_connected = False
+
+    @property
+    def url(self) -> str:
+        """The broker as subscribers may use it (no password)."""
+        return self._embedded.url if self._embedded is not None else self._display
+
+    def close(self) -> None:
+        """Stop reconnecting; the running connection drains the outbox, says farewell and
+        disconnects, then :meth:`run` returns."""
+        self._closing.set()
+        self._outbox.wake()
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect on errors; return after :meth:`close` (never raises for
+        a broker that is away: an unreachable broker is retried, never fatal)."""
+        attempt = 0
+        while not self._closing.is_set():
+            attempt += 1
+            # A fresh client per attempt: aiomqtt 2.x does not reconnect in place, and a new
+            # paho client carries no half-sent state from the lost connection.
+            c = client(self.config, embedded=self._embedded, tls=self._tls, will=self._will)
+            try:
+                async with c:
+                    self._up()
+                    self._log.info(
+                        "mqtt connected",
+                        url=self.url,
+                        attempt=attempt,
+                        reconnects=self.reconnects,
+                        outbox=len(self._outbox),
+                    )
+                    attempt = 0
+                    await self._session(c)
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                lost = self.connected
+                self._down()
+                if self._closing.is_set():
+                    return
+                if lost:
+                    self._log.warning("mqtt connection lost", error=describe(exc))
+                    attempt = max(attempt, 1)
+                delay = self.backoff(attempt)
+                self._log.error(
+                    "mqtt connect failed" if not lost else "mqtt reconnecting",
+                    url=self.url,
+                    attempt=attempt,
+                    error=describe(exc),
+                    hint=hint(exc),
+                    retry_in_s=round(delay, 2),
+                    outbox=len(self._outbox),
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), delay)
+            finally:
+                self._down()
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before connect attempt ``attempt`` (1, 2, ...) is retried."""
+        b = self.config.backoff
+        cap = min(b.max_s, b.initial_s * 2.0 ** min(attempt - 1, 30))
+        # "Equal jitter": never below half the step, so a flapping broker is not hammered.
+        return cap / 2 + random.uniform(0, cap / 2)
+
+    def _up(self) -> None:
+        self.connected = True
+        self.down_since = None
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+
+    def _down(self) -> None:
+        if self.connected or self.down_since is None:
+            self.down_since = time.monotonic()
+        self.connected = False
+
+    async def _session(self, c: aiomqtt.Client) -> None:
+        """One connection: greet, then publish the outbox until closing or an error."""
+        for msg in self._greeting():
+            await c.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+        for topic in self._subscriptions:
+            await c.subscribe(topic, qos=1)
+        self._on_connect()
+        async with TaskGroup() as tg:
+            tg.start(self._reader(c), name="mqtt-reader")
+            await tg.start(self._writer(c), name="mqtt-writer")
+        # Closing and the outbox is drained: say goodbye before a clean DISCONNECT.
+        if self._farewell is not None:
+            m = self._farewell
+            await c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            self.published += 1
+
+    async def _reader(self, c: aiomqtt.Client) -> None:
+        """Hand subscribed messages to their handlers; ends with an error when the link drops."""
+        async for msg in c.messages:
+            # Received payloads are bytes; the other types aiomqtt allows are for publishing.
+            data = bytes(msg.payload) if isinstance(msg.payload, (bytes, bytearray)) else b""
+            for topic_filter, handler in self._subscriptions.items():
+                if msg.topic.matches(topic_filter):
+                    handler(data, msg.retain)
+        raise aiomqtt.MqttError("connection closed")
+
+    async def _writer(self, c: aiomqtt.Client) -> None:
+        """Publish the outbox in order; return once drained while closing."""
+        while True:
+            batch = self._outbox.peek(_BATCH)
+            if not batch:
+                if self._closing.is_set():
+                    return
+                await self._outbox.wait()
+                continue
+            results = await asyncio.gather(
+                *(c.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for _, m in batch),
+                return_exceptions=True,
+            )
+            error: BaseException | None = None
+            for (key, msg), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):
+                    error = error or result
+                else:
+                    self._outbox.ack(key, msg)
+                    self.published += 1
+            if error is not None:
+                raise error
+
+
+async def clear_retained(
+    config: MqttConfig, topics: Sequence[str], *, found_under: str | None, timeout: float
+) -> list[str]:
+    """Publish an empty retained message to each of ``topics`` and, with ``found_under`` (a
+    topic filter), to every topic the broker holds a retained message for under it.
+
+    Uses an admin client (see :func:`client`). Returns the topics cleared; raises
+    :data:`MqttError` when the broker cannot be reached or does not acknowledge in time.
+    """
+    cleared = list(topics)
+    async with client(config, admin=True) as c:
+        if found_under is not None:
+            await c.subscribe(found_under, qos=1)
+            found: list[str] = []
+
+            async def collect() -> None:
+                async for msg in c.messages:
+                    if msg.retain and msg.payload:
+                        found.append(str(msg.topic))  # noqa: PERF401 - endless stream
+
+            # Retained messages arrive right after the subscribe; a second is plenty.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(collect(), 1.0)
+            cleared += sorted(set(found))
+        for topic in cleared:
+            await c.publish(topic, b"", qos=1, retain=True, timeout=timeout)
+    return cleared
+
+
+def _quiet_logger() -> logging.Logger:
+    log = logging.getLogger("edgeyolo.mqtt.client")
+    log.setLevel(logging.CRITICAL)
+    return log
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a broker error, for log lines."""
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+def hint(exc: BaseException) -> str | None:
+    """What to check for a broker error, when the message says enough to tell."""
+    text = str(exc).lower()
+    if "authori" in text or "password" in text or "bad user" in text:
+        return (
+            "the broker refused the credentials: check sinks.mqtt.username/password or --mqtt-url"
+        )
+    if "refused" in text or "unreachable" in text or "timed out" in text or "name" in text:
+        return "is the broker running and reachable at this host and port?"
+    if "certificate" in text or "ssl" in text or "tls" in text:
+        return "TLS failed: check sinks.mqtt.tls (ca, cert, key) and the broker's certificate"
+    return None
