@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import structlog
+from prometheus_client.parser import text_string_to_metric_families
 
 from edgeyolo.config.mqtt import MqttConfig
 from edgeyolo.events import Detection, DetectionEvent, StatsEvent
+from edgeyolo.metrics import Metrics
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.topics import Route
 from mosquitto import HOST, Collector, Mosquitto, TlsFiles, free_port, validate
@@ -490,5 +492,51 @@ def test_embedded_broker_serves_subscribers(tmp_path: Path):
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((HOST, port))
+
+    run(main())
+
+
+def mqtt_samples(m: Metrics) -> dict[str, float]:
+    text = m.exposition().decode()
+    return {
+        s.name: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name.startswith("edgeyolo_mqtt_")
+    }
+
+
+def test_metrics_read_the_sink_when_scraped(broker: Mosquitto):
+    """A scrape and the health judgement read the sink's live stats (no task copies them);
+    the time since the link went down comes from the link."""
+    pfx = prefix()
+
+    async def main() -> None:
+        sink = MqttSink(config(broker.url, pfx), TOPOLOGY)
+        m = Metrics(process=False)
+        m.watch_mqtt(sink)
+        assert mqtt_samples(m)["edgeyolo_mqtt_connected"] == 0
+        await sink.start()
+        await feed(sink, range(5), persons=1)
+        deadline = time.monotonic() + 10
+        while not (sink.stats().connected and sink.stats().outbox == 0):
+            assert time.monotonic() < deadline, sink.stats()
+            await asyncio.sleep(0.05)
+        live = mqtt_samples(m)
+        assert live["edgeyolo_mqtt_connected"] == 1
+        assert live["edgeyolo_mqtt_outbox_messages"] == 0
+        assert live["edgeyolo_mqtt_published_total"] == sink.stats().published >= 10
+        assert m.mqtt_ok(time.monotonic() + 3600, 10, 1000)  # connected: no time limit
+        await sink.close()
+        after = mqtt_samples(m)
+        assert after["edgeyolo_mqtt_connected"] == 0
+        assert after["edgeyolo_mqtt_published_total"] == sink.stats().published
+        down = sink.down_since
+        assert down is not None
+        assert m.mqtt_ok(down + 9, 10, 1000)
+        ok, detail = m.health(down + 11, 10, [], [], m.mqtt_ok(down + 11, 10, 1000))
+        assert not ok
+        assert detail["mqtt"]["down_s"] == 11.0
+        assert detail["mqtt"]["connected"] is False
 
     run(main())

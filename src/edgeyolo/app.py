@@ -177,17 +177,6 @@ class Service:
             mqtt_ok,
         )
 
-    async def _report_mqtt(self) -> None:
-        sink = self.mqtt
-        if sink is None:
-            return
-        while True:
-            st = sink.stats()
-            self.metrics.mqtt(
-                st.connected, st.reconnects, st.outbox, st.dropped, published=st.published
-            )
-            await asyncio.sleep(1.0)
-
     # -- run -------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         """Run every camera until their sources end or ``stop`` is called."""
@@ -207,6 +196,8 @@ class Service:
             for r in self.runners:
                 stack.callback(r.close)
             self.mqtt = mqtt_sink(self.config, self.runners)
+            if self.mqtt is not None:
+                self.metrics.watch_mqtt(self.mqtt)
             self.sinks = build_sinks(self.config, self.options, self.mqtt)
             for sink in self.sinks:
                 await sink.start()
@@ -231,7 +222,6 @@ class Service:
                 )
             self._install_signals(loop)
             stack.callback(self._remove_signals, loop)
-            background.append(asyncio.create_task(self._report_mqtt()))
             period = watchdog_period()
             if period is not None:
                 background.append(

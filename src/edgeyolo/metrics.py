@@ -24,11 +24,11 @@ edgeyolo_e2e_seconds                         histogram  camera      ``e2e_second
 edgeyolo_engine_failures_total               counter    engine      ``engine_failed``
 edgeyolo_last_frame_age_seconds              gauge      camera      computed when scraped
 edgeyolo_last_inference_age_seconds          gauge      engine      computed when scraped
-edgeyolo_mqtt_connected                      gauge                  ``mqtt`` (once reported)
-edgeyolo_mqtt_reconnects_total               counter                ``mqtt`` (once reported)
-edgeyolo_mqtt_outbox_messages                gauge                  ``mqtt`` (once reported)
-edgeyolo_mqtt_dropped_total                  counter                ``mqtt`` (once reported)
-edgeyolo_mqtt_published_total                counter                ``mqtt`` (when given)
+edgeyolo_mqtt_connected                      gauge                  ``watch_mqtt`` or ``mqtt``
+edgeyolo_mqtt_reconnects_total               counter                ``watch_mqtt`` or ``mqtt``
+edgeyolo_mqtt_outbox_messages                gauge                  ``watch_mqtt`` or ``mqtt``
+edgeyolo_mqtt_dropped_total                  counter                ``watch_mqtt`` or ``mqtt``
+edgeyolo_mqtt_published_total                counter                ``watch_mqtt`` or ``mqtt``
 edgeyolo_gpu_memory_used_bytes               gauge                  ``gpu_memory_bytes``
 edgeyolo_gpu_memory_total_bytes              gauge                  ``gpu_memory_bytes``
 edgeyolo_process_threads                     gauge                  /proc/self/status, scraped
@@ -42,7 +42,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -108,6 +108,31 @@ class MqttStats:
     published: int | None = None
 
 
+class MqttReport(Protocol):
+    """The MQTT sink's counters (``MqttSinkStats``), as ``MqttSource.stats`` returns them."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def outbox(self) -> int: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def published(self) -> int: ...
+
+
+class MqttSource(Protocol):
+    """What ``Metrics.watch_mqtt`` reads when scraped (the MQTT sink)."""
+
+    def stats(self) -> MqttReport: ...
+    @property
+    def down_since(self) -> float | None:
+        """``time.monotonic()`` since when disconnected; None while connected."""
+        ...
+
+
 def mqtt_within_bounds(connected: bool, outbox: int, outbox_limit: int) -> bool:
     """Connected, or disconnected but still buffering with room left in the outbox.
 
@@ -149,6 +174,7 @@ class Metrics:
         self._failures: dict[str, int] = {}
         self._dropped_seen: dict[str, int] = {}
         self._mqtt: MqttStats | None = None
+        self._mqtt_source: MqttSource | None = None
         self._mqtt_down_since: float | None = None
         self._created = clock()
         self._gpu: tuple[int, int] | None = None
@@ -290,6 +316,23 @@ class Metrics:
         elif self._mqtt_down_since is None:
             self._mqtt_down_since = self._clock() if now is None else now
 
+    def watch_mqtt(self, source: MqttSource) -> None:
+        """Read the MQTT sink's stats from ``source`` whenever they are needed (a scrape,
+        ``/healthz``) instead of waiting for ``mqtt`` reports; its ``down_since`` is on the
+        clock of ``time.monotonic``."""
+        self._mqtt_source = source
+
+    def _read_mqtt(self) -> MqttStats | None:
+        src = self._mqtt_source
+        if src is not None:
+            st = src.stats()
+            self._mqtt = MqttStats(st.connected, st.reconnects, st.outbox, st.dropped, st.published)
+            down = None if st.connected else src.down_since
+            if down is None and not st.connected:
+                down = self._mqtt_down_since if self._mqtt_down_since is not None else self._clock()
+            self._mqtt_down_since = down
+        return self._mqtt
+
     def mqtt_ok(self, now: float, max_down_s: float, outbox_limit: int) -> bool:
         """The MQTT part of ``/healthz``: connected, or buffering within bounds.
 
@@ -297,7 +340,7 @@ class Metrics:
         or a network blip) with room left in the outbox (``outbox_limit`` is its capacity).
         Before the sink's first report, the first ``max_down_s`` seconds count as connecting.
         """
-        stats = self._mqtt
+        stats = self._read_mqtt()
         if stats is None:
             return now - self._created <= max_down_s
         if stats.connected:
@@ -314,7 +357,7 @@ class Metrics:
     @property
     def mqtt_stats(self) -> MqttStats | None:
         """The last MQTT stats reported, or None while MQTT is off or has not reported."""
-        return self._mqtt
+        return self._read_mqtt()
 
     # -- output ---------------------------------------------------------------------------
 
@@ -365,7 +408,7 @@ class Metrics:
         mqtt: dict[str, Any] | None = None
         if mqtt_ok is not None:
             mqtt = {"ok": mqtt_ok}
-            stats = self._mqtt
+            stats = self._read_mqtt()
             if stats is not None:
                 mqtt.update(
                     connected=stats.connected,
@@ -428,7 +471,7 @@ class _LiveCollector:
             yield GaugeMetricFamily(
                 f"{NAMESPACE}_process_threads", "OS threads of this process.", value=threads
             )
-        stats = m._mqtt
+        stats = m._read_mqtt()
         if stats is not None:
             # The sink keeps its own totals; they are exposed as they are (a sink restarted
             # by a reload starts again at zero, which Prometheus treats as a counter reset).
