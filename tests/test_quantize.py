@@ -15,11 +15,11 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import DEMO_VIDEO, DET, POSE, edgeyolo_cmd, read_frame, shared_media
+from edgeyolo.engines.model import QUANT_METADATA_KEY as METADATA_KEY
 from edgeyolo.errors import ModelError, SourceError
 from edgeyolo.postprocess import Detections, Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
 from edgeyolo.quantize import (
-    METADATA_KEY,
     QuantizeError,
     calibration_images,
     default_output_path,

@@ -9,6 +9,7 @@ cache with its stale-engine detection, and the probe the backend selection calls
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,19 +20,9 @@ import pytest
 
 import fake_tensorrt
 from edgeyolo.config import ModelConfig
-from edgeyolo.engines.build import (
-    BuildRequest,
-    EngineKey,
-    OnnxFacts,
-    Sidecar,
-    build_engine,
-    check_engine_file,
-    inspect_onnx,
-    plan_build,
-    resolve_onnx,
-    sidecar_path,
-)
-from edgeyolo.engines.model import check_model
+from edgeyolo.engines.builder import BuildRequest, build_engine, plan_build
+from edgeyolo.engines.cache import EngineKey, Sidecar, check_engine_file, resolve_onnx, sidecar_path
+from edgeyolo.engines.model import OnnxFacts, check_model, inspect_onnx
 from edgeyolo.engines.tensorrt import describe_io, engine_model_info, read_engine_file
 from edgeyolo.engines.trt_runtime import (
     import_tensorrt,
@@ -93,7 +84,7 @@ def info_of(path: Path, trt_module):
 def test_modules_import_without_tensorrt_or_cuda():
     """Importing the TensorRT backend, the builder and gpu/ loads neither tensorrt nor cuda."""
     code = (
-        "import sys, edgeyolo.engines.tensorrt, edgeyolo.engines.build, edgeyolo.gpu, "
+        "import sys, edgeyolo.engines.tensorrt, edgeyolo.engines.builder, edgeyolo.gpu, "
         "edgeyolo.gpu.bench, edgeyolo.engines.trt_runtime, edgeyolo.commands.build, "
         "edgeyolo.commands.doctor\n"
         "bad = [m for m in sys.modules if m == 'tensorrt' or m.split('.')[0] == 'cuda']\n"
@@ -395,6 +386,30 @@ def test_cache_builds_once_then_reuses(trt, tmp_path):
     assert not second.built
     assert first.path == second.path
     assert (tmp_path / "timing.orin-sm87.trt10.3.0.30.cache").is_file()
+
+
+def test_finding_a_cached_engine_loads_no_builder(trt, tmp_path):
+    """A cache hit, in a fresh process, imports neither the builder nor the quantizer."""
+    resolve_onnx(
+        DET, "fp16", cache_dir=tmp_path, ctx=Gpu(), trt_version=trt.__version__, allow_build=True
+    )
+    code = (
+        "import sys, types\n"
+        "from pathlib import Path\n"
+        "import fake_tensorrt\n"
+        "sys.modules['tensorrt'] = fake_tensorrt\n"
+        "import edgeyolo.engines.tensorrt as backend\n"
+        "gpu = types.SimpleNamespace(name='Orin', compute_capability=(8, 7))\n"
+        f"hit = backend.resolve_onnx(Path({str(DET)!r}), 'fp16', cache_dir=Path({str(tmp_path)!r}),"
+        f" ctx=gpu, trt_version={trt.__version__!r}, allow_build=False)\n"
+        "assert not hit.built, hit\n"
+        "heavy = ('edgeyolo.engines.builder', 'edgeyolo.quantize', 'edgeyolo.sources.files')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    path = [str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_new_tensorrt_rebuilds_or_refuses(trt, tmp_path):

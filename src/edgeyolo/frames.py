@@ -1,11 +1,21 @@
-"""Small frozen data that travels with every frame: the frame itself and its letterbox."""
+"""Small frozen data that travels with every frame: the frame itself and its letterbox.
+
+Also ``as_bgr``, the one place that turns whatever a decoder returned into the HxWx3 uint8
+BGR image a ``Frame`` holds.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edgeyolo.errors import SourceError
+
+MIN_SIDE = 8
+MAX_SIDE = 16384
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +105,33 @@ class Letterbox:
         xy /= np.array([self.gain_x, self.gain_y], np.float32)
         np.clip(xy, 0, np.array([self.src_w, self.src_h], np.float32), out=xy)
         return xy
+
+
+def as_bgr(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+    """Return ``image`` as HxWx3 uint8 BGR, converting grey, BGRA and 16-bit images.
+
+    Raises ``SourceError`` for shapes that are not images at all, or absurdly small/large ones.
+    """
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3:
+        raise SourceError(
+            f"frame has {image.ndim} dimensions (shape {image.shape}); expected HxWxC"
+        )
+    h, w, c = image.shape
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise SourceError(f"frame of {w}x{h} pixels is outside {MIN_SIDE}..{MAX_SIDE} per side")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise SourceError(f"frame has element type {image.dtype}; expected uint8 or uint16")
+    # Plain numpy, the same pixels as cv2's GRAY2BGR / BGRA2BGR: frames.py imports no OpenCV.
+    if c == 3:
+        out = image
+    elif c == 1:
+        out = np.repeat(image, 3, axis=2)
+    elif c == 4:
+        out = image[:, :, :3]
+    else:
+        raise SourceError(f"frame has {c} channels; expected 1 (grey), 3 (BGR) or 4 (BGRA)")
+    return np.ascontiguousarray(out)

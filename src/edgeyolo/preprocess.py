@@ -16,41 +16,12 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edgeyolo.errors import SourceError
-from edgeyolo.frames import Letterbox
+from edgeyolo.frames import Letterbox, as_bgr
+
+# as_bgr lives in frames.py now; re-exported for the code that imports it from here.
+__all__ = ["PAD_VALUE", "Preprocessor", "as_bgr"]
 
 PAD_VALUE = 114
-MIN_SIDE = 8
-MAX_SIDE = 16384
-
-
-def as_bgr(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """Return ``image`` as HxWx3 uint8 BGR, converting grey, BGRA and 16-bit images.
-
-    Raises ``SourceError`` for shapes that are not images at all, or absurdly small/large ones.
-    """
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.ndim != 3:
-        raise SourceError(
-            f"frame has {image.ndim} dimensions (shape {image.shape}); expected HxWxC"
-        )
-    h, w, c = image.shape
-    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
-        raise SourceError(f"frame of {w}x{h} pixels is outside {MIN_SIDE}..{MAX_SIDE} per side")
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise SourceError(f"frame has element type {image.dtype}; expected uint8 or uint16")
-    if c == 3:
-        out = image
-    elif c == 1:
-        out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    elif c == 4:
-        out = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    else:
-        raise SourceError(f"frame has {c} channels; expected 1 (grey), 3 (BGR) or 4 (BGRA)")
-    return np.ascontiguousarray(out)
 
 
 def _owner(arr: npt.NDArray[Any]) -> Any:

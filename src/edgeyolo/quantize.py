@@ -15,7 +15,6 @@ Two targets, two files, because their Q/DQ flavours are incompatible in practice
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import tempfile
@@ -25,20 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 import onnx
 import structlog
 
+from edgeyolo.engines.model import QUANT_METADATA_KEY, sha256_file
 from edgeyolo.errors import EdgeYoloError, ModelError, SourceError
-from edgeyolo.preprocess import Preprocessor, as_bgr
+from edgeyolo.preprocess import Preprocessor
+from edgeyolo.sources.files import iter_frames
 
 Target = Literal["cpu", "tensorrt"]
 TARGETS: tuple[Target, ...] = ("cpu", "tensorrt")
 DEFAULT_FRAMES = 64
-METADATA_KEY = "edgeyolo_quantization"
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 DEFAULT_INPUT_SIZE = 640
 
 
@@ -143,57 +141,6 @@ def head_output_convs(model: onnx.ModelProto) -> list[str]:
     return sorted(found)
 
 
-def _evenly(total: int, count: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(total)`` (all of them if fewer)."""
-    if total <= count:
-        return list(range(total))
-    picks = np.unique(np.linspace(0, total - 1, count).round().astype(np.int64))
-    return [int(i) for i in picks]
-
-
-def _image_files(directory: Path) -> list[Path]:
-    return sorted(
-        p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def _read_image(path: Path) -> npt.NDArray[np.uint8]:
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise SourceError(f"calibration image {path} cannot be read as an image")
-    return as_bgr(image)
-
-
-def _video_frames(path: Path, count: int) -> Iterator[npt.NDArray[np.uint8]]:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise SourceError(
-                f"calibration source {path} is neither a directory of images nor a readable video"
-            )
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if total <= 0:
-            # Some containers do not record a frame count: count by grabbing, then reopen.
-            total = 0
-            while cap.grab():
-                total += 1
-            cap.release()
-            cap = cv2.VideoCapture(str(path))
-        wanted = set(_evenly(total, count))
-        last = max(wanted, default=-1)
-        index = 0
-        # Sequential grab() rather than seeking: seeking is unreliable for many codecs, and
-        # grab() skips the colour conversion of frames we do not keep.
-        while index <= last and cap.grab():
-            if index in wanted:
-                ok, frame = cap.retrieve()
-                if ok and frame is not None:
-                    yield as_bgr(frame)
-            index += 1
-    finally:
-        cap.release()
-
-
 def calibration_images(source: Path, count: int) -> Iterator[npt.NDArray[np.uint8]]:
     """Up to ``count`` BGR frames from a directory of images, one image, or a video.
 
@@ -202,19 +149,7 @@ def calibration_images(source: Path, count: int) -> Iterator[npt.NDArray[np.uint
     """
     if count <= 0:
         raise QuantizeError(f"number of calibration frames must be positive, got {count}")
-    if not source.exists():
-        raise SourceError(f"calibration source {source} does not exist")
-    if source.is_dir():
-        files = _image_files(source)
-        if not files:
-            suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-            raise SourceError(f"calibration directory {source} holds no images ({suffixes})")
-        for i in _evenly(len(files), count):
-            yield _read_image(files[i])
-    elif source.suffix.lower() in IMAGE_SUFFIXES:
-        yield _read_image(source)
-    else:
-        yield from _video_frames(source, count)
+    return iter_frames(source, count, spread=True)
 
 
 class _FrameReader:
@@ -283,14 +218,6 @@ class _DropPreprocessHint(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "pre-processing before quantization" not in record.getMessage()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _target_options(target: Target) -> tuple[Any, Any, bool, dict[str, Any]]:
@@ -414,7 +341,7 @@ def quantize_model(
                     "input": [height, width],
                 },
                 "source_model": model_path.name,
-                "source_sha256": _sha256(model_path),
+                "source_sha256": sha256_file(model_path),
                 "onnxruntime": _ort_version(),
             },
         )
@@ -450,6 +377,6 @@ def _write_metadata(
     """Original metadata unchanged, in order, plus our own key (replaced if re-quantizing)."""
     del quantized.metadata_props[:]
     for prop in original.metadata_props:
-        if prop.key != METADATA_KEY:
+        if prop.key != QUANT_METADATA_KEY:
             quantized.metadata_props.add(key=prop.key, value=prop.value)
-    quantized.metadata_props.add(key=METADATA_KEY, value=json.dumps(info, sort_keys=True))
+    quantized.metadata_props.add(key=QUANT_METADATA_KEY, value=json.dumps(info, sort_keys=True))

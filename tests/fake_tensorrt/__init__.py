@@ -518,7 +518,8 @@ def write_fake_engine(
     dest: Path, onnx: Path, gpu_name: str, compute: str, precision: str = "fp32", **fields: Any
 ) -> Path:
     """Write a fake engine for ``onnx`` plus the sidecar edgeyolo writes for its own builds."""
-    from edgeyolo.engines.build import EngineKey, Sidecar, inspect_onnx, sidecar_path
+    from edgeyolo.engines.cache import EngineKey, Sidecar, sidecar_path
+    from edgeyolo.engines.model import inspect_onnx
 
     facts = inspect_onnx(onnx)
     dest.write_bytes(fake_engine_bytes(onnx, **fields))

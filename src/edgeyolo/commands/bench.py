@@ -17,10 +17,11 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeyolo.commands._common import add_config_arg, load
-from edgeyolo.errors import ConfigError
+from edgeyolo.errors import ConfigError, SourceError
 
 if TYPE_CHECKING:
     from edgeyolo.config import Config
@@ -107,23 +108,19 @@ def bench_pipeline(cfg: Config, frames: int, warmup: int, sequential: bool) -> d
 
 def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
     """Time preprocessing + every model's decode per frame, and the seed's way as baseline."""
-    import cv2  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
     from edgeyolo.commands import _seed  # noqa: PLC0415
     from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend  # noqa: PLC0415
-    from edgeyolo.preprocess import Preprocessor, as_bgr  # noqa: PLC0415
+    from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
     from edgeyolo.runner import open_runners  # noqa: PLC0415
+    from edgeyolo.sources.files import iter_frames  # noqa: PLC0415
 
     cam = cfg.cameras[0]
-    cap = cv2.VideoCapture(str(cam.source))
-    images: list[Any] = []
-    while len(images) < frames:
-        ok, img = cap.read()
-        if not ok:
-            break
-        images.append(as_bgr(img))
-    cap.release()
+    try:
+        images: list[Any] = list(iter_frames(Path(str(cam.source)), frames))
+    except SourceError as exc:
+        raise ConfigError(f"cameras[0].source: {exc}") from exc
     if not images:
         raise ConfigError(f"cameras[0].source: cannot read frames from {cam.source}")
     backend = OnnxRuntimeBackend(cfg.onnxruntime, max_engines=len(cfg.models))

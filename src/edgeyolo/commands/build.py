@@ -66,13 +66,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build, print progress on stderr and the engine's path on stdout."""
-    from edgeyolo.engines.build import (  # noqa: PLC0415 - keeps `edgeyolo --help` fast
-        BuildRequest,
-        build_engine,
-        current_key,
-        inspect_onnx,
-        timing_cache_path,
-    )
+    # Imported here: keeps `edgeyolo --help` fast.
+    from edgeyolo.engines.builder import BuildRequest, build_engine  # noqa: PLC0415
+    from edgeyolo.engines.cache import current_key, timing_cache_path  # noqa: PLC0415
+    from edgeyolo.engines.model import inspect_onnx  # noqa: PLC0415
     from edgeyolo.engines.trt_runtime import import_tensorrt  # noqa: PLC0415
     from edgeyolo.gpu import CudaContext  # noqa: PLC0415
     from edgeyolo.log import configure_logging  # noqa: PLC0415

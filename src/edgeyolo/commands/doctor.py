@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeyolo.config import TensorRTConfig
+from edgeyolo.errors import SourceError
 
 Status = Literal["ok", "FAIL", "warn", "info"]
 _REPO = Path(__file__).resolve().parents[3]
@@ -178,22 +179,13 @@ def check_opencv(needed: bool) -> Check:
 
 
 def _frame(image: Path | None) -> Any:
-    import cv2  # noqa: PLC0415
+    from edgeyolo.sources.files import read_image, video_frames  # noqa: PLC0415
 
     if image is not None:
-        img = cv2.imread(str(image), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"cannot read image {image}")
+        return read_image(image)
+    for _, img in video_frames(DEMO_VIDEO, keep={60}):
         return img
-    cap = cv2.VideoCapture(str(DEMO_VIDEO))
-    try:
-        cap.set(cv2.CAP_PROP_POS_FRAMES, 60)
-        ok, img = cap.read()
-    finally:
-        cap.release()
-    if not ok:
-        raise FileNotFoundError(f"cannot read a frame of {DEMO_VIDEO}; pass --image")
-    return img
+    raise SourceError(f"{DEMO_VIDEO}: has no frame 60 to check with; pass --image")
 
 
 async def _engine_vs_onnxruntime(
@@ -204,7 +196,7 @@ async def _engine_vs_onnxruntime(
     import onnxruntime as ort  # noqa: PLC0415
 
     from edgeyolo.config import ModelConfig  # noqa: PLC0415
-    from edgeyolo.engines.build import inspect_onnx  # noqa: PLC0415
+    from edgeyolo.engines.model import inspect_onnx  # noqa: PLC0415
     from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: PLC0415
     from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
     from edgeyolo.runner import ModelRunner  # noqa: PLC0415

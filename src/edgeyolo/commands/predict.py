@@ -52,31 +52,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
-    import cv2  # noqa: PLC0415
-
-    from edgeyolo.preprocess import as_bgr  # noqa: PLC0415
-    from edgeyolo.sources.capture import IMAGE_SUFFIXES  # noqa: PLC0415
+    from edgeyolo.sources.files import is_image_file, read_image, video_frames  # noqa: PLC0415
 
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
-    if path.suffix.lower() in IMAGE_SUFFIXES:
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if image is None:
-            raise SourceError(f"{path}: cannot decode image")
-        yield 0, as_bgr(image)
-        return
-    cap = cv2.VideoCapture(str(path))
-    try:
-        ok, image = cap.read() if cap.isOpened() else (False, None)
-        if not ok:
-            raise SourceError(f"{path}: OpenCV cannot decode this video (codec or format)")
-        n = 0
-        while ok and image is not None:
-            yield n, as_bgr(image)
-            n += 1
-            ok, image = cap.read()
-    finally:
-        cap.release()
+    if is_image_file(path):
+        yield 0, read_image(path)
+    else:
+        yield from video_frames(path)
 
 
 def main(args: argparse.Namespace) -> int:

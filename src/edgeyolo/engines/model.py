@@ -2,12 +2,16 @@
 
 Shared by every backend: an ONNX file's Ultralytics metadata, or an engine's I/O tensors,
 become a ``ModelInfo``; ``check_model`` compares it with the ``ModelConfig`` and resolves
-the labels, with errors that name the file and the config key.
+the labels, with errors that name the file and the config key. ``inspect_onnx`` reads what
+the engine cache and the builder need (sha256, precision, Q/DQ nodes, metadata).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,8 @@ from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
     from edgeyolo.config import ModelConfig
+
+QUANT_METADATA_KEY = "edgeyolo_quantization"  # written by edgeyolo.quantize
 
 
 def _literal(meta: dict[str, str], key: str, path: Path) -> Any:
@@ -135,3 +141,54 @@ def check_model(model: ModelConfig, info: ModelInfo) -> tuple[list[str], np.ndar
                 f"(labels: {', '.join(labels[:10])}{', ...' if len(labels) > 10 else ''})"
             )
     return labels, np.asarray(sorted(set(ids)), np.intp)
+
+
+# --- what the ONNX file is ------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read the model file: {exc}") from exc
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxFacts:
+    """What the build needs to know about an ONNX file."""
+
+    path: Path
+    sha256: str
+    qdq: bool  # has QuantizeLinear/DequantizeLinear nodes (explicit INT8)
+    fp16: bool  # weights (and usually I/O) are FP16
+    quantized_for: str | None  # edgeyolo quantize's target ("tensorrt", "cpu") if known
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def inspect_onnx(path: Path) -> OnnxFacts:
+    """Read the ONNX file's precision, Q/DQ nodes and metadata (not its external data)."""
+    import onnx  # noqa: PLC0415 - heavy, and only needed when building
+
+    if not path.is_file():
+        raise ModelError(f"{path}: no such ONNX file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable ONNX model: {exc}") from exc
+    ops = {n.op_type for n in model.graph.node}
+    qdq = bool(ops & {"QuantizeLinear", "DequantizeLinear"})
+    floats = [i.data_type for i in model.graph.initializer if i.data_type in (1, 10)]
+    fp16 = bool(floats) and floats.count(10) > len(floats) // 2
+    meta = {p.key: p.value for p in model.metadata_props}
+    target = None
+    if QUANT_METADATA_KEY in meta:
+        try:
+            target = str(json.loads(meta[QUANT_METADATA_KEY]).get("target"))
+        except (ValueError, AttributeError):
+            target = None
+    return OnnxFacts(path, sha256_file(path), qdq, fp16, target, meta)

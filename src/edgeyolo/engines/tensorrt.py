@@ -27,7 +27,7 @@ import numpy.typing as npt
 import structlog
 
 from edgeyolo.engines.base import HostFill, InputSlot, ModelInfo, TensorSpec
-from edgeyolo.engines.build import (
+from edgeyolo.engines.cache import (
     ENGINE_SUFFIXES,
     check_engine_file,
     resolve_onnx,
@@ -411,7 +411,7 @@ class TensorRTBackend:
     name = "tensorrt"
 
     def __init__(self, config: TensorRTConfig, device: int = 0, timing: bool = False) -> None:
-        from edgeyolo.engines.build import make_logger  # noqa: PLC0415
+        from edgeyolo.engines.trt_logger import make_logger  # noqa: PLC0415
         from edgeyolo.engines.trt_runtime import import_tensorrt  # noqa: PLC0415
         from edgeyolo.gpu import CudaContext, Stream, make_waiter  # noqa: PLC0415
 

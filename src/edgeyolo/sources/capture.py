@@ -27,15 +27,14 @@ import numpy as np
 import structlog
 
 from edgeyolo.errors import SourceError
-from edgeyolo.frames import Frame
-from edgeyolo.preprocess import as_bgr
+from edgeyolo.frames import Frame, as_bgr
+from edgeyolo.sources.files import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     from edgeyolo.config import CameraConfig
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264"}
 
 URL_OPEN_TIMEOUT_MS = 10_000

@@ -1,11 +1,7 @@
-"""ONNX -> TensorRT engine: build options per TensorRT version, building, and the engine cache.
+"""ONNX -> TensorRT engine: build options per TensorRT version, the builder, the calibrator.
 
-An engine only runs on the GPU model and the TensorRT version it was built with. Every engine
-we build gets a sidecar ``<engine>.json`` holding its ``EngineKey`` (ONNX sha256, precision,
-GPU name, compute capability, TensorRT version) and the ONNX file's metadata (class names,
-task, keypoints), which the engine itself does not carry. The cache is a folder of such
-pairs; a file name holds the whole key, and the sidecar is checked again before loading, so a
-stale engine is never loaded silently: it is rebuilt, or refused when building is disabled.
+Every engine built here gets its sidecar (``engines/cache.py``), so the cache can tell later
+whether it still fits this GPU and TensorRT.
 
 Precision by TensorRT version (what this module relies on, from NVIDIA's documentation):
 
@@ -24,222 +20,31 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
-import os
-import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 import structlog
 
+from edgeyolo.engines.cache import (
+    PRECISIONS,
+    EngineKey,
+    GpuIdentity,
+    Precision,
+    ProgressFn,
+    Sidecar,
+    atomic_write,
+    current_key,
+    sidecar_path,
+)
+from edgeyolo.engines.model import OnnxFacts, inspect_onnx
+from edgeyolo.engines.trt_logger import make_logger
 from edgeyolo.errors import ModelError
-
-Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
-SIDECAR_FORMAT = 1
-ENGINE_SUFFIXES = frozenset({".engine", ".plan", ".trt"})
-QUANT_METADATA_KEY = "edgeyolo_quantization"  # written by edgeyolo.quantize
-
-ProgressFn = Callable[[str], None]
-
-
-class GpuIdentity(Protocol):
-    """What an engine key needs to know about the GPU (``gpu.CudaContext`` provides it)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def compute_capability(self) -> tuple[int, int]: ...
-
-
-# --- keys and the cache ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class EngineKey:
-    """What an engine depends on; two engines with equal keys are interchangeable."""
-
-    onnx_sha256: str
-    precision: str
-    gpu_name: str
-    compute_capability: str  # "8.7"
-    tensorrt_version: str  # "10.3.0.30"
-
-    def file_name(self, stem: str) -> str:
-        """A cache file name that holds the whole key, readable by a person."""
-        gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
-        return (
-            f"{stem}.{self.precision}.{self.onnx_sha256[:16]}."
-            f"{gpu}-sm{self.compute_capability.replace('.', '')}."
-            f"trt{self.tensorrt_version}.engine"
-        )
-
-    def stale_reasons(self, found: EngineKey) -> list[str]:
-        """Why an engine built under ``found`` must not run here (``self``); empty if it may."""
-        reasons = []
-        if found.onnx_sha256 != self.onnx_sha256:
-            reasons.append(
-                f"it was built from another ONNX file (sha256 {found.onnx_sha256[:16]}…, "
-                f"the model is now {self.onnx_sha256[:16]}…)"
-            )
-        if found.precision != self.precision:
-            reasons.append(f"it is {found.precision}, the config asks for {self.precision}")
-        if (found.gpu_name, found.compute_capability) != (self.gpu_name, self.compute_capability):
-            reasons.append(
-                f"it was built for GPU '{found.gpu_name}' (compute {found.compute_capability}), "
-                f"this is '{self.gpu_name}' (compute {self.compute_capability})"
-            )
-        if found.tensorrt_version != self.tensorrt_version:
-            reasons.append(
-                f"it was built with TensorRT {found.tensorrt_version}, "
-                f"this is TensorRT {self.tensorrt_version}"
-            )
-        return reasons
-
-    def platform_reasons(self, found: EngineKey) -> list[str]:
-        """Like ``stale_reasons`` but only GPU and TensorRT (for engines given directly)."""
-        same = EngineKey(
-            found.onnx_sha256,
-            found.precision,
-            self.gpu_name,
-            self.compute_capability,
-            self.tensorrt_version,
-        )
-        return same.stale_reasons(found)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: Path) -> EngineKey:
-        """Read a key from a sidecar, naming the file when a field is missing."""
-        try:
-            return cls(**{f: str(data[f]) for f in cls.__dataclass_fields__})
-        except KeyError as exc:
-            raise ModelError(f"{where}: engine sidecar lacks key field {exc}") from exc
-
-
-@dataclass(frozen=True, slots=True)
-class Sidecar:
-    """The ``.json`` written next to every engine edgeyolo builds."""
-
-    key: EngineKey
-    metadata: dict[str, str]
-    onnx: str = ""
-    built_at: str = ""
-    build_seconds: float = 0.0
-    format: int = SIDECAR_FORMAT
-
-    def write(self, path: Path) -> None:
-        """Write atomically (temp file + rename), so a crash never leaves half a sidecar."""
-        data = {
-            "format": self.format,
-            "key": asdict(self.key),
-            "metadata": self.metadata,
-            "onnx": self.onnx,
-            "built_at": self.built_at,
-            "build_seconds": self.build_seconds,
-        }
-        _atomic_write(path, json.dumps(data, indent=2, sort_keys=True).encode())
-
-    @classmethod
-    def read(cls, path: Path) -> Sidecar:
-        """Read a sidecar; ``ModelError`` naming the file when it is unreadable."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: unreadable engine sidecar: {exc}") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("key"), dict):
-            raise ModelError(f"{path}: not an edgeyolo engine sidecar (no 'key' mapping)")
-        meta = data.get("metadata") or {}
-        return cls(
-            key=EngineKey.from_dict(data["key"], path),
-            metadata={str(k): str(v) for k, v in meta.items()},
-            onnx=str(data.get("onnx", "")),
-            built_at=str(data.get("built_at", "")),
-            build_seconds=float(data.get("build_seconds", 0.0)),
-            format=int(data.get("format", 0)),
-        )
-
-
-def sidecar_path(engine: Path) -> Path:
-    """``model.engine`` -> ``model.engine.json``."""
-    return engine.with_name(engine.name + ".json")
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB pieces."""
-    h = hashlib.sha256()
-    try:
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model file: {exc}") from exc
-    return h.hexdigest()
-
-
-def current_key(onnx_sha256: str, precision: str, ctx: GpuIdentity, trt_version: str) -> EngineKey:
-    """The key an engine built now, on this GPU, would have."""
-    major, minor = ctx.compute_capability
-    return EngineKey(onnx_sha256, precision, ctx.name, f"{major}.{minor}", trt_version)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-# --- what the ONNX file is ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OnnxFacts:
-    """What the build needs to know about an ONNX file."""
-
-    path: Path
-    sha256: str
-    qdq: bool  # has QuantizeLinear/DequantizeLinear nodes (explicit INT8)
-    fp16: bool  # weights (and usually I/O) are FP16
-    quantized_for: str | None  # edgeyolo quantize's target ("tensorrt", "cpu") if known
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-def inspect_onnx(path: Path) -> OnnxFacts:
-    """Read the ONNX file's precision, Q/DQ nodes and metadata (not its external data)."""
-    import onnx  # noqa: PLC0415 - heavy, and only needed when building
-
-    if not path.is_file():
-        raise ModelError(f"{path}: no such ONNX file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: not a readable ONNX model: {exc}") from exc
-    ops = {n.op_type for n in model.graph.node}
-    qdq = bool(ops & {"QuantizeLinear", "DequantizeLinear"})
-    floats = [i.data_type for i in model.graph.initializer if i.data_type in (1, 10)]
-    fp16 = bool(floats) and floats.count(10) > len(floats) // 2
-    meta = {p.key: p.value for p in model.metadata_props}
-    target = None
-    if QUANT_METADATA_KEY in meta:
-        try:
-            target = str(json.loads(meta[QUANT_METADATA_KEY]).get("target"))
-        except (ValueError, AttributeError):
-            target = None
-    return OnnxFacts(path, sha256_file(path), qdq, fp16, target, meta)
-
 
 # --- build options per TensorRT version -----------------------------------------------------
 
@@ -355,30 +160,6 @@ class BuildResult:
     size_bytes: int
 
 
-def make_logger(log: Any = None) -> Any:
-    """A TensorRT ``ILogger`` forwarding to structlog, keeping the last errors for messages."""
-    import tensorrt as trt  # noqa: PLC0415 - lazily: the package must import without TensorRT
-
-    out = log or structlog.get_logger("tensorrt")
-    sev = trt.ILogger.Severity
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            if severity in (sev.INTERNAL_ERROR, sev.ERROR):
-                self.errors = [*self.errors[-9:], msg]
-                out.error("tensorrt", message=msg)
-            elif severity == sev.WARNING:
-                out.warning("tensorrt", message=msg)
-            elif severity == sev.INFO:
-                out.debug("tensorrt", message=msg)
-
-    return _Logger()
-
-
 def _progress_monitor(progress: ProgressFn) -> Any:
     """An ``IProgressMonitor`` (TensorRT 10+) turning phases and steps into progress lines."""
     import tensorrt as trt  # noqa: PLC0415
@@ -435,11 +216,14 @@ def _calibrator(request: BuildRequest, input_shape: tuple[int, ...], progress: P
 
     from edgeyolo.gpu import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
     from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
-    from edgeyolo.quantize import calibration_images  # noqa: PLC0415
+    from edgeyolo.sources.files import iter_frames  # noqa: PLC0415
 
     assert request.calibration is not None
     h, w = int(input_shape[2]), int(input_shape[3])
-    frames: Iterator[Any] = calibration_images(request.calibration, request.calibration_frames)
+    # Spread over the whole source: a calibration should see its variety, not its start.
+    frames: Iterator[Any] = iter_frames(
+        request.calibration, request.calibration_frames, spread=True
+    )
     cache = request.calibration_cache
 
     class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -477,7 +261,7 @@ def _calibrator(request: BuildRequest, input_shape: tuple[int, ...], progress: P
 
         def write_calibration_cache(self, data: Any) -> None:
             if cache is not None:
-                _atomic_write(cache, bytes(data))
+                atomic_write(cache, bytes(data))
 
         def close(self) -> None:
             self.device.close()
@@ -592,11 +376,9 @@ def _build(
         detail = "; ".join(logger.errors) or "see the log above"
         raise ModelError(f"{onnx_path}: TensorRT could not build an engine: {detail}")
     data = bytes(memoryview(serialized))
-    _atomic_write(out, data)
+    atomic_write(out, data)
     if request.timing_cache is not None:
-        _atomic_write(
-            request.timing_cache, bytes(memoryview(config.get_timing_cache().serialize()))
-        )
+        atomic_write(request.timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
     seconds = time.perf_counter() - start
     side = sidecar_path(out)
     Sidecar(
@@ -609,99 +391,3 @@ def _build(
     log.info("engine built", engine=str(out), seconds=round(seconds, 1), bytes=len(data))
     say(f"built {out} in {seconds:.1f} s ({len(data) / 1e6:.1f} MB)")
     return BuildResult(out, side, key, plan, seconds, len(data))
-
-
-# --- the cache, as the service uses it ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedEngine:
-    """The engine file to load and what is known about it."""
-
-    path: Path
-    metadata: dict[str, str]
-    built: bool
-
-
-def timing_cache_path(cache_dir: Path, key: EngineKey) -> Path:
-    """Timing caches are specific to the GPU and TensorRT version, like engines."""
-    name = key.file_name("timing").split(".", 3)[3].removesuffix(".engine")
-    return cache_dir / f"timing.{name}.cache"
-
-
-def resolve_onnx(
-    onnx_path: Path,
-    precision: Precision,
-    *,
-    cache_dir: Path,
-    ctx: GpuIdentity,
-    trt_version: str,
-    allow_build: bool,
-    workspace_mib: int = 1024,
-    progress: ProgressFn | None = None,
-) -> ResolvedEngine:
-    """The cached engine for ``onnx_path`` on this GPU and TensorRT, built when missing."""
-    log = structlog.get_logger().bind(onnx=str(onnx_path), precision=precision)
-    facts = inspect_onnx(onnx_path)
-    key = current_key(facts.sha256, precision, ctx, trt_version)
-    engine = cache_dir / key.file_name(onnx_path.stem)
-    side = sidecar_path(engine)
-    problems: list[str] = []
-    if engine.is_file() and side.is_file():
-        found = Sidecar.read(side)
-        problems = key.stale_reasons(found.key)
-        if not problems:
-            return ResolvedEngine(engine, found.metadata or facts.metadata, built=False)
-    elif engine.is_file():
-        problems = ["it has no sidecar .json (an interrupted build?)"]
-    # Engines of the same model and precision for other GPUs / TensorRT versions: say so.
-    prefix = f"{onnx_path.stem}.{precision}.{facts.sha256[:16]}."
-    for other in sorted(cache_dir.glob(prefix + "*.engine")) if cache_dir.is_dir() else []:
-        if other != engine and sidecar_path(other).is_file():
-            theirs = Sidecar.read(sidecar_path(other)).key
-            problems += [f"{other.name}: {r}" for r in key.stale_reasons(theirs)]
-    if not allow_build:
-        why = "; ".join(problems) if problems else "no engine has been built for it yet"
-        raise ModelError(
-            f"{onnx_path}: no usable TensorRT engine in {cache_dir} for {precision} on "
-            f"'{key.gpu_name}' with TensorRT {trt_version} ({why}), and tensorrt.build is "
-            f"false: run `edgeyolo build {onnx_path} --precision {precision}` on this machine "
-            "or set tensorrt.build: true"
-        )
-    if problems:
-        log.warning("rebuilding stale engine", reasons=problems)
-    result = build_engine(
-        onnx_path,
-        engine,
-        BuildRequest(
-            precision=precision,
-            workspace_mib=workspace_mib,
-            timing_cache=timing_cache_path(cache_dir, key),
-        ),
-        ctx,
-        progress=progress or (lambda msg: log.info("build", progress=msg)),
-        facts=facts,
-    )
-    return ResolvedEngine(result.engine, facts.metadata, built=True)
-
-
-def check_engine_file(engine: Path, ctx: GpuIdentity, trt_version: str) -> dict[str, str]:
-    """For an engine given directly: refuse one whose sidecar names another GPU or TensorRT.
-
-    Returns the sidecar's metadata (empty when there is no sidecar: TensorRT then checks the
-    version itself when deserializing).
-    """
-    side = sidecar_path(engine)
-    if not side.is_file():
-        return {}
-    found = Sidecar.read(side)
-    here = current_key(found.key.onnx_sha256, found.key.precision, ctx, trt_version)
-    problems = here.platform_reasons(found.key)
-    if problems:
-        source = f" `edgeyolo build {found.onnx}`" if found.onnx else " edgeyolo build"
-        raise ModelError(
-            f"{engine}: this engine cannot run here: {'; '.join(problems)}. Rebuild it on "
-            f"this machine with{source}, or point the model at the .onnx file so that it is "
-            "built and cached automatically"
-        )
-    return found.metadata
