@@ -1,0 +1,45 @@
+"""Config hardening (issue 10): partial overrides, non-UTF-8 files, unwritable sinks, secrets."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from conftest import DEMO_VIDEO, DET, edgeyolo_cmd
+from edgeyolo.config import parse_config
+
+
+def _base(**sinks: object) -> dict:
+    return {
+        "cameras": [{"name": "demo", "source": str(DEMO_VIDEO)}],
+        "models": [{"name": "d", "path": str(DET), "task": "detect"}],
+        "sinks": sinks,
+    }
+
+
+def _check(tmp_path: Path, raw: dict | str | bytes, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "c.yaml"
+    if isinstance(raw, bytes):
+        path.write_bytes(raw)
+    else:
+        path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw), encoding="utf-8")
+    return subprocess.run(
+        edgeyolo_cmd("check-config", *args, str(path)), capture_output=True, text=True
+    )
+
+
+def test_partial_message_override_merges_with_the_defaults(tmp_path: Path):
+    """`messages: {stream: {qos: 1}}` keeps the stream's default retain (False)."""
+    raw = _base(mqtt={"url": "mqtt://127.0.0.1:1", "messages": {"stream": {"qos": 1}}})
+    out = _check(tmp_path, raw, "--no-models")
+    assert out.returncode == 0, out.stderr
+    msgs = parse_config(raw, tmp_path / "c.yaml").sinks.mqtt.messages  # type: ignore[union-attr]
+    assert (msgs.stream.qos, msgs.stream.retain) == (1, False)
+    assert (msgs.state.qos, msgs.state.retain) == (1, True)
+    raw["sinks"]["mqtt"]["messages"] = {"state": {"retain": False}, "stats": {"qos": 7}}
+    out = _check(tmp_path, raw, "--no-models")
+    assert out.returncode == 1
+    assert "sinks.mqtt.messages.stats.qos = 7" in out.stderr
+    assert "retain" not in out.stderr
