@@ -107,7 +107,8 @@ def test_publishes_availability_discovery_state_and_events(broker: Mosquitto):
         avail = [m.payload for m in col.on(f"{base}/availability")]
         assert avail == [b"online", b"offline"]
         assert all(m.retain is False for m in col.on(f"{base}/availability"))  # live, not replay
-        disc = col.last(f"{pfx}-ha/device/box/config")
+        assert col.last(f"{pfx}-ha/device/box/config") is not None  # the service device
+        disc = col.last(f"{pfx}-ha/device/box_front/config")  # the camera's device
         assert disc is not None
         cmps = disc.json()["cmps"]
         assert {c["p"] for c in cmps.values()} == {"sensor", "binary_sensor", "event"}

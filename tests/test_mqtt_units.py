@@ -15,7 +15,6 @@ from edgeyolo.config.mqtt import MqttConfig, check_prefix, sanitize_id, with_bro
 from edgeyolo.errors import ConfigError
 from edgeyolo.events import Detection, DetectionEvent
 from edgeyolo.sinks.derive import pose_summary, posture
-from edgeyolo.sinks.discovery import CameraEntities, discovery_payload
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.outbox import Message, Outbox
 from edgeyolo.sinks.topics import Route, Topics, sanitize_segment, unique_segments
@@ -191,27 +190,6 @@ def test_pose_summary_picks_the_most_notable_posture():
     assert pose_summary(empty, with_posture=False, label="person").event_type == "none"
 
 
-def test_discovery_payload_shape():
-    """Device discovery: dev, o, cmps with p and unique_id, shared availability."""
-    topics = Topics("edgeyolo", "box1")
-    cams = [CameraEntities("Front door", "Front_door", [("person", "person")], True, [("p", "p")])]
-    d = discovery_payload(topics, "edgeyolo box1", cams, posture=True)
-    assert set(d) >= {"dev", "o", "cmps", "availability_topic"}
-    assert d["dev"]["identifiers"] == ["edgeyolo_box1"]
-    assert d["o"]["name"] == "edgeyolo"
-    assert d["availability_topic"] == "edgeyolo/box1/availability"
-    ids = [c["unique_id"] for c in d["cmps"].values()]
-    assert len(ids) == len(set(ids))
-    platforms = sorted(c["p"] for c in d["cmps"].values())
-    assert platforms == ["binary_sensor", "event", "sensor", "sensor", "sensor"]
-    event = next(c for c in d["cmps"].values() if c["p"] == "event")
-    assert "lying" in event["event_types"]
-    assert event["state_topic"] == "edgeyolo/box1/Front_door/p/pose"
-    for cid in d["cmps"]:
-        assert sanitize_id(cid) == cid
-    json.dumps(d)
-
-
 def test_sink_topology_decides_counts_occupancy_and_pose(tmp_path: Path):
     """Counts come from a detection model; pose models get a pose entity; names sanitized."""
     cfg = MqttConfig.model_validate(
@@ -223,8 +201,8 @@ def test_sink_topology_decides_counts_occupancy_and_pose(tmp_path: Path):
         Route("cam/2", "pose+", "pose", ("person",)),
     ]
     sink = MqttSink(cfg, topo)
-    payload = json.loads(sink.discovery_message().payload)
-    topics = [c["state_topic"] for c in payload["cmps"].values()]
+    payloads = [json.loads(m.payload) for m in sink.discovery_messages()]
+    topics = [c["state_topic"] for p in payloads[1:] for c in p["cmps"].values()]
     assert "edgeyolo/dev/cam_1/count/person" in topics
     assert "edgeyolo/dev/cam_1/count/a_b" in topics
     assert "edgeyolo/dev/cam_2/count/person" in topics  # the pose model counts people there

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
     """The MQTT sink the config asks for, announcing every camera x model pair it will see."""
     if config.sinks.mqtt is None:
         return None
+    from edgeyolo.sinks.discovery import configuration_url  # noqa: PLC0415
     from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - imports aiomqtt
     from edgeyolo.sinks.topics import Route  # noqa: PLC0415
 
@@ -88,7 +90,9 @@ def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
         for r in runners
         if r.config.cameras is None or cam.name in r.config.cameras
     ]
-    return MqttSink(config.sinks.mqtt, routes)
+    http = config.http
+    url = configuration_url(http.host, http.port, socket.gethostname()) if http.enabled else None
+    return MqttSink(config.sinks.mqtt, routes, configuration_url=url)
 
 
 def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = None) -> list[Sink]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgeyolo.config import ConfigValidationError, load_config
+from edgeyolo.config import ConfigValidationError, config_warnings, load_config
 from edgeyolo.errors import ConfigError, EdgeYoloError
 
 
@@ -34,6 +34,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    for warning in config_warnings(cfg):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     problems = 0
     if not args.no_models:
         from edgeyolo.engines.model import check_model  # noqa: PLC0415

@@ -10,6 +10,8 @@ from edgeyolo.commands._common import add_config_arg, load
 from edgeyolo.errors import ConfigError, EdgeYoloError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgeyolo.config.mqtt import MqttConfig
 
 
@@ -57,7 +59,12 @@ def remove_discovery_main(args: argparse.Namespace) -> int:
         raise ConfigError("the config has no sinks.mqtt section: pass --mqtt-url URL")
     try:
         cleared = asyncio.run(
-            remove_discovery(mqtt, clear_state=args.clear_state, timeout=args.timeout)
+            remove_discovery(
+                mqtt,
+                [c.name for c in cfg.cameras],
+                clear_state=args.clear_state,
+                timeout=args.timeout,
+            )
         )
     except MqttError as exc:
         where = mqtt.broker.display() if mqtt.broker else "embedded"
@@ -68,14 +75,21 @@ def remove_discovery_main(args: argparse.Namespace) -> int:
 
 
 async def remove_discovery(
-    config: MqttConfig, *, clear_state: bool = False, timeout: float = 10.0
+    config: MqttConfig,
+    cameras: Sequence[str] = (),
+    *,
+    clear_state: bool = False,
+    timeout: float = 10.0,
 ) -> list[str]:
-    """Remove this device from Home Assistant: an empty retained discovery config.
+    """Remove this service's devices from Home Assistant: empty retained discovery configs
+    for the service device, the device of each of ``cameras``, and every other retained
+    camera device whose ``via_device`` is this service (a camera since removed from the config).
 
     With ``clear_state`` also empties every retained topic under ``<prefix>/<device>/``
     (counts, occupancy, stats, availability). Returns the topics cleared. Raises
     ``MqttError`` when the broker cannot be reached within ``timeout``.
     """
+    from edgeyolo.sinks.discovery import camera_topics, linked_to  # noqa: PLC0415
     from edgeyolo.sinks.link import clear_retained  # noqa: PLC0415 - aiomqtt only when used
     from edgeyolo.sinks.topics import Topics  # noqa: PLC0415
 
@@ -87,7 +101,8 @@ async def remove_discovery(
     topics = Topics.for_config(config)
     return await clear_retained(
         config,
-        [topics.discovery],
+        [topics.discovery, *camera_topics(topics, cameras)],
         found_under=f"{topics.base}/#" if clear_state else None,
         timeout=timeout,
+        matching=[(f"{topics.discovery_prefix}/device/+/config", linked_to(topics))],
     )

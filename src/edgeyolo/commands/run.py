@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+import structlog
+
 from edgeyolo.commands._common import add_config_arg, config_path, load
-from edgeyolo.config import Config
+from edgeyolo.config import Config, config_warnings
 from edgeyolo.errors import ConfigError
+
+_log = structlog.get_logger("edgeyolo.config")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
         return apply_overrides(c, mqtt_url=args.mqtt_url, http=args.http)
 
     cfg = overrides(cfg)
+    for warning in config_warnings(cfg):
+        _log.warning("config", path=str(path), warning=warning)
     options = RunOptions(
         max_frames=args.max_frames,
         loop=args.loop,

@@ -13,6 +13,7 @@ from edgeyolo.config.load import (
     ConfigIssue,
     ConfigValidationError,
     check_files,
+    config_warnings,
     load_config,
     parse_config,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "SinksConfig",
     "TensorRTConfig",
     "check_files",
+    "config_warnings",
     "load_config",
     "parse_config",
     "parse_url",

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeyolo.config.models import Config
+from edgeyolo.config.mqtt import id_warnings
 from edgeyolo.errors import ConfigError
 
 Loc = tuple[int | str, ...]
@@ -154,3 +155,14 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     return parse_config(raw, path)
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Things that work but that the user probably wants to change (printed, not refused)."""
+    mqtt = cfg.sinks.mqtt
+    if mqtt is None or not mqtt.discovery.enabled:
+        return []
+    return [
+        *id_warnings("cameras", [c.name for c in cfg.cameras]),
+        *id_warnings("models", [m.name for m in cfg.models]),
+    ]

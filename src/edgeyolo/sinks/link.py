@@ -281,32 +281,54 @@ class Link:
 
 
 async def clear_retained(
-    config: MqttConfig, topics: Sequence[str], *, found_under: str | None, timeout: float
+    config: MqttConfig,
+    topics: Sequence[str],
+    *,
+    found_under: str | None,
+    timeout: float,
+    matching: Sequence[tuple[str, Callable[[bytes], bool]]] = (),
 ) -> list[str]:
     """Publish an empty retained message to each of ``topics`` and, with ``found_under`` (a
-    topic filter), to every topic the broker holds a retained message for under it.
+    topic filter), to every topic the broker holds a retained message for under it; for each
+    ``(filter, accept)`` of ``matching``, to the retained topics under it whose payload
+    ``accept`` takes.
 
     Uses an admin client (see :func:`client`). Returns the topics cleared; raises
     :data:`MqttError` when the broker cannot be reached or does not acknowledge in time.
     """
     cleared = list(topics)
+    wanted = list(matching)
+    if found_under is not None:
+        wanted.append((found_under, lambda _payload: True))
     async with client(config, admin=True) as c:
-        if found_under is not None:
-            await c.subscribe(found_under, qos=1)
-            found: list[str] = []
-
-            async def collect() -> None:
-                async for msg in c.messages:
-                    if msg.retain and msg.payload:
-                        found.append(str(msg.topic))  # noqa: PERF401 - endless stream
-
-            # Retained messages arrive right after the subscribe; a second is plenty.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(collect(), 1.0)
-            cleared += sorted(set(found))
+        for pattern, accept in wanted:
+            found = await _retained_under(c, pattern, accept)
+            cleared += [t for t in found if t not in cleared]
         for topic in cleared:
             await c.publish(topic, b"", qos=1, retain=True, timeout=timeout)
     return cleared
+
+
+async def _retained_under(
+    c: aiomqtt.Client, pattern: str, accept: Callable[[bytes], bool]
+) -> list[str]:
+    await c.subscribe(pattern, qos=1)
+    found: list[str] = []
+
+    async def collect() -> None:
+        async for msg in c.messages:
+            payload = msg.payload
+            # A late message of an earlier filter may still be queued: match this one.
+            if not (msg.retain and msg.topic.matches(pattern) and isinstance(payload, bytes)):
+                continue
+            if payload and accept(payload):
+                found.append(str(msg.topic))
+
+    # Retained messages arrive right after the subscribe; a second is plenty.
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(collect(), 1.0)
+    await c.unsubscribe(pattern)
+    return sorted(set(found))
 
 
 def _quiet_logger() -> logging.Logger:

@@ -28,7 +28,7 @@ import structlog
 
 from edgeyolo.events import DetectionEvent, StatsEvent
 from edgeyolo.sinks.derive import count_label, header, pose_summary
-from edgeyolo.sinks.discovery import CameraEntities, discovery_payload
+from edgeyolo.sinks.discovery import CameraEntities, DiscoveryOptions, discovery_configs
 from edgeyolo.sinks.embedded_broker import EmbeddedBroker
 from edgeyolo.sinks.link import Link
 from edgeyolo.sinks.outbox import Message, Outbox
@@ -86,8 +86,15 @@ class MqttSink:
     topics and the Home Assistant entities.
     """
 
-    def __init__(self, config: MqttConfig, routes: Sequence[Route]) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        routes: Sequence[Route],
+        *,
+        configuration_url: str | None = None,
+    ) -> None:
         self.config = config
+        self._configuration_url = configuration_url
         self._log = structlog.get_logger("edgeyolo.mqtt")
         self._device_id = config.resolved_device_id()
         self._topics = Topics.for_config(config)
@@ -216,14 +223,15 @@ class MqttSink:
     def _greeting(self) -> list[Message]:
         msgs = [Message(self._topics.availability, ONLINE, 1, True)]
         if self.config.discovery.enabled:
-            msgs.append(self.discovery_message())
+            msgs.extend(self.discovery_messages())
         return msgs
 
     def _on_ha_status(self, payload: bytes, retained: bool) -> None:
         # A retained 'online' arrives on every subscribe; discovery was just sent then.
         if payload == ONLINE and not retained:
             self._log.info("home assistant online, re-sending discovery and state")
-            self._outbox.put(self.discovery_message())
+            for msg in self.discovery_messages():
+                self._outbox.put(msg)
             self._requeue_state()
 
     def _requeue_state(self) -> None:
@@ -234,11 +242,22 @@ class MqttSink:
         for topic, payload in self._stats_payloads.items():
             self._put(topic, payload, "stats")
 
-    def discovery_message(self) -> Message:
-        """The retained Home Assistant device discovery message."""
+    def discovery_messages(self) -> list[Message]:
+        """The retained Home Assistant discovery messages: the service device, then cameras."""
         name = self.config.device_name or f"edgeyolo {self._device_id}"
-        payload = discovery_payload(self._topics, name, self._cameras, posture=self.config.posture)
-        return Message(self._topics.discovery, _json(payload), qos=1, retain=True, state=True)
+        msgs = self.config.messages
+        options = DiscoveryOptions(
+            posture=self.config.posture,
+            qos_state=msgs.state.qos,
+            qos_pose=msgs.pose.qos,
+            qos_stats=msgs.stats.qos,
+            configuration_url=self._configuration_url,
+        )
+        configs = discovery_configs(self._topics, name, self._cameras, options)
+        return [
+            Message(topic, _json(payload), qos=1, retain=True, state=True)
+            for topic, payload in configs.items()
+        ]
 
     def _entities(self, camera: str) -> CameraEntities:
         lay = self._layout
