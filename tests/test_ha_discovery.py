@@ -21,6 +21,7 @@ from edgeyolo.sinks.topics import Route
 from mosquitto import HOST, Collector, Mosquitto
 
 COCO = ["person", "bicycle", "car"]
+ANY = "0.0.0.0"  # noqa: S104 - a config value under test, nothing binds it
 
 
 def _configs(cameras: list[str], **mqtt: object) -> dict[str, dict]:
@@ -157,8 +158,8 @@ def test_configuration_url_only_beyond_loopback():
     assert configuration_url("127.0.0.1", 9108, "box") is None
     assert configuration_url("localhost", 9108, "box") is None
     assert configuration_url("::1", 9108, "box") is None
-    assert configuration_url("0.0.0.0", 0, "box") is None  # port not known before start
-    assert configuration_url("0.0.0.0", 9108, "box") == "http://box:9108/"
+    assert configuration_url(ANY, 0, "box") is None  # port not known before start
+    assert configuration_url(ANY, 9108, "box") == "http://box:9108/"
     assert configuration_url("192.168.1.20", 9108, "box") == "http://192.168.1.20:9108/"
     assert configuration_url("fd00::5", 80, "box") == "http://[fd00::5]:80/"
 
@@ -174,14 +175,13 @@ def test_service_passes_configuration_url_from_the_http_section():
         "cameras": [{"name": "demo", "source": str(DEMO_VIDEO)}],
         "models": [{"name": "p", "path": str(POSE), "task": "pose"}],
         "sinks": {"mqtt": {"url": "mqtt://127.0.0.1:1", "device_id": "vm"}},
-        "http": {"enabled": True, "host": "0.0.0.0", "port": 9200},
+        "http": {"enabled": True, "host": ANY, "port": 9200},
     }
     cfg = parse_config(raw, DEMO_VIDEO)
     sink = mqtt_sink(cfg, [])
     assert sink is not None
-    urls = {
-        json.loads(m.payload)["dev"].get("configuration_url") for m in sink.discovery_messages()
-    }
+    devices = [json.loads(m.payload)["dev"] for m in sink.discovery_messages()]
+    urls = {d.get("configuration_url") for d in devices}
     assert urls == {f"http://{socket.gethostname()}:9200/"}
     raw["http"]["host"] = "127.0.0.1"
     sink = mqtt_sink(parse_config(raw, DEMO_VIDEO), [])
@@ -237,3 +237,27 @@ def test_remove_discovery_clears_every_camera_device(tmp_path: Path, broker: Mos
             return [str(m.topic) for m in c.messages]
 
     assert asyncio.run(check()) == [other]
+
+
+def test_documented_discovery_payloads_are_what_the_sink_sends():
+    """docs/mqtt.md's discovery examples are the demo's payloads (some components left out)."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
+    documented = {}
+    for part in docs.split("`homeassistant/device/")[1:]:
+        topic, rest = part.split("`", 1)
+        if rest.startswith(":\n\n```json\n"):
+            documented[f"homeassistant/device/{topic}"] = json.loads(
+                rest.split("```json\n", 1)[1].split("```", 1)[0]
+            )
+    cfg = MqttConfig.model_validate({"url": "mqtt://127.0.0.1:1", "device_id": "demo-box"})
+    topo = [
+        Route("demo", m, t, tuple(COCO))
+        for m, t in (("det-fp32", "detect"), ("pose-fp32", "pose"), ("pose-int8", "pose"))
+    ]
+    sent = {m.topic: json.loads(m.payload) for m in MqttSink(cfg, topo).discovery_messages()}
+    assert sorted(documented) == sorted(sent)
+    for topic, doc in documented.items():
+        cmps = sent[topic].pop("cmps")
+        assert {k: v for k, v in doc.items() if k != "cmps"} == sent[topic]
+        for cid, comp in doc["cmps"].items():
+            assert cmps[cid] == comp
