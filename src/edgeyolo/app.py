@@ -29,6 +29,7 @@ from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
 from edgeyolo.sinks.jsonl import JsonlSink
 from edgeyolo.sources import CaptureSource
 from edgeyolo.stages import build_stages
+from edgeyolo.tasks import TaskGroup
 from edgeyolo.telemetry import CameraTelemetry
 
 if TYPE_CHECKING:
@@ -188,7 +189,6 @@ class Service:
         started = time.perf_counter()
         exit_code = 0
         backend = (self.options.backend or create_backend)(self.config)
-        background: list[asyncio.Task[Any]] = []
         async with contextlib.AsyncExitStack() as stack:
             stack.callback(backend.close)
             if backend.name == "tensorrt":
@@ -226,12 +226,12 @@ class Service:
                 )
             self._install_signals(loop)
             stack.callback(self._remove_signals, loop)
+            stack.callback(self.notifier.close)
+            # Background tasks end (cancelled) first when the stack unwinds.
+            background = await stack.enter_async_context(TaskGroup())
             period = watchdog_period()
             if period is not None:
-                background.append(
-                    asyncio.create_task(run_watchdog(self.notifier, period, lambda: True))
-                )
-            stack.callback(self.notifier.close)
+                background.start(run_watchdog(self.notifier, period, lambda: True), name="watchdog")
             try:
                 _log.info(
                     "running",
@@ -244,9 +244,6 @@ class Service:
             finally:
                 if not self._stop.is_set():  # sources ended by themselves
                     self.notifier.stopping("sources ended")
-                for t in background:
-                    t.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
         frames = {p.camera: p.frames_done for p in self.pipelines}
         dropped = {p.camera: p.source.stats.dropped for p in self.pipelines}
         _log.info("stopped", frames=frames, dropped=dropped, exit_code=exit_code)
@@ -295,44 +292,43 @@ class Service:
     def _on_summary(self, stats: StatsEvent) -> None:
         self.notifier.status(f"{stats.camera}: {stats.fps:.1f} fps, {stats.dropped} dropped")
 
+    async def _run_camera(self, pipeline: CameraPipeline) -> bool:
+        """Run one camera; a failure is logged and reported, never raised at the others."""
+        try:
+            await pipeline.run()
+        except Exception as exc:
+            _log.error("camera failed", camera=pipeline.camera, error=str(exc))
+            return False
+        return True
+
     async def _run_pipelines(self) -> int:
+        """Run every camera until all ended, or until ``stop`` plus the stop timeout."""
         for src in self.sources:
             await src.start()
         exit_code = 0
-        tasks = {asyncio.create_task(p.run(), name=f"camera-{p.camera}") for p in self.pipelines}
-        stopper = asyncio.create_task(self._stop.wait())
-        pending: set[asyncio.Task[Any]] = set(tasks)
-        try:
-            while pending:
-                done, pending = await asyncio.wait(
-                    pending | {stopper}, return_when=asyncio.FIRST_COMPLETED
+        async with TaskGroup() as tg:
+            cameras = [
+                tg.start(self._run_camera(p), name=f"camera-{p.camera}") for p in self.pipelines
+            ]
+            stop = tg.start(self._stop.wait(), name="stop-requested")
+            running: set[asyncio.Task[Any]] = set(cameras)
+            while running and not stop.done():
+                _, running = await asyncio.wait(
+                    running | {stop}, return_when=asyncio.FIRST_COMPLETED
                 )
-                pending.discard(stopper)
-                for t in done - {stopper}:
-                    exc = t.exception()
-                    if exc is not None:
-                        # One camera failing does not stop the others.
-                        _log.error("camera failed", camera=t.get_name(), error=str(exc))
-                        exit_code = 1
-                if stopper in done and pending:
-                    _, still = await asyncio.wait(
-                        pending, timeout=self.config.pipeline.stop_timeout_s
+                running.discard(stop)
+            if running:
+                # Stopping: the sources are stopped; let the frames in flight finish.
+                _, still = await asyncio.wait(running, timeout=self.config.pipeline.stop_timeout_s)
+                if still:
+                    _log.error(
+                        "in-flight frames did not finish in time; cancelling",
+                        cameras=[t.get_name() for t in still],
                     )
-                    if still:
-                        _log.error(
-                            "in-flight frames did not finish in time; cancelling",
-                            cameras=[t.get_name() for t in still],
-                        )
-                        for t in still:
-                            t.cancel()
-                        await asyncio.gather(*still, return_exceptions=True)
-                        exit_code = 1
-                    pending = set()
-        finally:
-            stopper.cancel()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(stopper, *tasks, return_exceptions=True)
+                    exit_code = 1
+            # Leaving the block cancels whatever still runs (and the stop waiter) and awaits it.
+        if not all(t.result() for t in cameras if not t.cancelled()):
+            exit_code = 1
         return exit_code
 
     async def _final_summaries(self) -> None:
