@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeyolo.config.base import Strict
 from edgeyolo.config.http import HttpConfig
 from edgeyolo.config.mqtt import MqttConfig
+from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig, check_unique
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
@@ -45,6 +46,18 @@ class CameraConfig(Strict):
     )
     loop: bool = Field(False, description="Files only: start again at the end instead of stopping.")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    zones: list[ZoneConfig] = Field(
+        default_factory=list, description="Polygons for tracked models' zone events."
+    )
+    lines: list[LineConfig] = Field(
+        default_factory=list, description="Directed lines with in/out counts (tracked models)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_zones_and_lines(self) -> CameraConfig:
+        check_unique(f"camera '{self.name}': zone", [z.name for z in self.zones])
+        check_unique(f"camera '{self.name}': line", [ln.name for ln in self.lines])
+        return self
 
     @field_validator("source")
     @classmethod
@@ -78,6 +91,9 @@ class ModelConfig(Strict):
     precision: Literal["fp32", "fp16", "int8"] = Field(
         "fp16",
         description="TensorRT only, when path is an .onnx: precision of the engine built from it.",
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Object tracking (off unless enabled)."
     )
 
     @field_validator("path")

@@ -1,0 +1,289 @@
+"""One tracked model on one camera: tracker + zones + lines + lifecycle -> ids and events.
+
+``ObjectTracker.step`` takes a frame's ``Detections`` and returns the track id of every
+detection row (-1: not part of a confirmed track) and the events of that frame, in order:
+lifecycle ``new``, zone, line, lifecycle ``update``, lifecycle ``end``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edgeyolo.events import LineEvent, TrackEvent, ZoneEvent
+from edgeyolo.sinks.derive import posture
+from edgeyolo.tracking.lifecycle import PostureFilter, TrackRecord
+from edgeyolo.tracking.tracker import ByteTracker, Track, TrackState
+from edgeyolo.tracking.zones import Line, LineCounter, Zone, ZoneTracker, anchors
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from edgeyolo.events import Event
+    from edgeyolo.postprocess import Detections
+    from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
+
+# An improvement of the best score smaller than this is not worth an update event.
+_BEST_SCORE_STEP = 0.05
+
+
+def resolve_points(
+    points: Sequence[tuple[float, float]], normalized: bool, width: int, height: int
+) -> npt.NDArray[np.float64]:
+    """Config points -> source pixels (``k x 2``)."""
+    p = np.asarray(points, np.float64).reshape(-1, 2)
+    if normalized:
+        p = p * np.array([width, height], np.float64)
+    return p
+
+
+class ObjectTracker:
+    """Tracks one model's objects on one camera and derives zone, line and lifecycle events."""
+
+    def __init__(
+        self,
+        camera: str,
+        model: str,
+        labels: Sequence[str],
+        config: TrackingConfig,
+        *,
+        pose: bool = False,
+        zones: Sequence[ZoneConfig] = (),
+        lines: Sequence[LineConfig] = (),
+    ) -> None:
+        self.camera = camera
+        self.model = model
+        self.labels = list(labels)
+        self.config = config
+        self.pose = pose
+        self._zone_cfg = list(zones)
+        self._line_cfg = list(lines)
+        self.tracker = ByteTracker(
+            high_thresh=config.high_thresh,
+            low_thresh=config.low_thresh,
+            new_track_thresh=config.new_track_thresh,
+            match_iou=config.match_iou,
+            min_hits=config.min_hits,
+            max_lost_s=config.max_lost_s,
+        )
+        nz, nl = len(self._zone_cfg), len(self._line_cfg)
+        self.tracker.add_column("zone_in", (nz,), np.bool_, False)
+        self.tracker.add_column("zone_streak", (nz,), np.int32, 0)
+        self.tracker.add_column("line_side", (nl,), np.int8, 0)
+        self.tracker.add_column("line_streak", (nl,), np.int32, 0)
+        self.zones: ZoneTracker | None = None
+        self.lines: LineCounter | None = None
+        self.records: dict[int, TrackRecord] = {}
+        # Objects of each label in each zone, after debounce: (zone, label) -> count.
+        self.occupancy: dict[tuple[str, str], int] = {}
+        self._zone_ok: npt.NDArray[np.bool_] | None = None  # class id x zone
+        self._line_ok: npt.NDArray[np.bool_] | None = None
+        self._log = structlog.get_logger("edgeyolo.tracking").bind(camera=camera, model=model)
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+    def _resolve(self, width: int, height: int) -> None:
+        """Zones and lines in pixels of this camera's frames (known from the first frame)."""
+        zones, lines = [], []
+        for z in self._zone_cfg:
+            poly = resolve_points(z.points, z.normalized, width, height)
+            self._check_inside(f"zone '{z.name}'", poly, width, height)
+            labels = None if z.labels is None else frozenset(z.labels)
+            zones.append(Zone(z.name, poly, labels, z.min_frames))
+        for ln in self._line_cfg:
+            pts = resolve_points(ln.points, ln.normalized, width, height)
+            self._check_inside(f"line '{ln.name}'", pts, width, height)
+            labels = None if ln.labels is None else frozenset(ln.labels)
+            a, b = (float(pts[0, 0]), float(pts[0, 1])), (float(pts[1, 0]), float(pts[1, 1]))
+            lines.append(Line(ln.name, a, b, labels, ln.min_frames, ln.margin_px))
+        self.zones, self.lines = ZoneTracker(zones), LineCounter(lines)
+        names = [self.label(i) for i in range(max(len(self.labels), 1))]
+        self._zone_ok = self.zones.applies(names)
+        self._line_ok = self.lines.applies(names)
+
+    def _check_inside(self, what: str, pts: npt.NDArray[np.float64], w: int, h: int) -> None:
+        out = (pts[:, 0] > w) | (pts[:, 1] > h)
+        if out.any():
+            x, y = pts[np.flatnonzero(out)[0]]
+            self._log.error(
+                f"{what} of camera '{self.camera}' has a point outside the {w}x{h} frame; "
+                "fix cameras[].zones/lines in the config (or use normalized: true)",
+                point=[round(float(x), 1), round(float(y), 1)],
+            )
+
+    def _ok(
+        self, table: npt.NDArray[np.bool_] | None, classes: npt.NDArray[np.intp]
+    ) -> npt.NDArray[np.bool_]:
+        assert table is not None
+        return table[np.clip(classes, 0, len(table) - 1)]
+
+    def step(
+        self, dets: Detections, timestamp: float, seq: int, width: int, height: int
+    ) -> tuple[npt.NDArray[np.int64], list[Event]]:
+        """Track one frame: (track id per detection row, this frame's events)."""
+        if self.zones is None:
+            self._resolve(width, height)
+        assert self.zones is not None
+        assert self.lines is not None
+        tr = self.tracker
+        up = tr.update(dets.boxes, dets.scores, dets.class_ids, timestamp)
+        events: list[Event] = []
+        for t in up.confirmed:
+            rec = self._record(t, dets)
+            events.append(self._lifecycle("new", rec, timestamp, seq))
+        tracks = tr.tracks
+        n = len(tracks)
+        det_rows = np.fromiter((t.det for t in tracks), np.intp, n)
+        seen = (det_rows >= 0) & np.fromiter(
+            (t.state == TrackState.CONFIRMED for t in tracks), np.bool_, n
+        )
+        rows_seen = np.flatnonzero(seen)
+        for i in rows_seen.tolist():
+            self._observe(tracks[i], dets, timestamp)
+        if n and (self.zones.zones or self.lines.lines):
+            points = np.zeros((n, 2))
+            points[rows_seen] = anchors(dets.boxes[det_rows[rows_seen]])
+            classes = np.fromiter((t.class_id for t in tracks), np.intp, n)
+            c = tr.columns
+            zr, zc = self.zones.step(
+                c["zone_in"],
+                c["zone_streak"],
+                points,
+                seen,
+                self._ok(self._zone_ok, classes),
+            )
+            for i, j in zip(zr.tolist(), zc.tolist(), strict=True):
+                entered = bool(c["zone_in"][i, j])
+                rec = self.records[tracks[i].track_id]
+                events.append(self._zone(rec, self.zones.zones[j].name, entered, timestamp, seq))
+            lr, lc, ld = self.lines.step(
+                c["line_side"],
+                c["line_streak"],
+                points,
+                seen,
+                self._ok(self._line_ok, classes),
+            )
+            for i, j, d in zip(lr.tolist(), lc.tolist(), ld.tolist(), strict=True):
+                events.append(self._line(tracks[i], j, d, timestamp, seq))
+        for i in rows_seen.tolist():
+            rec = self.records[tracks[i].track_id]
+            if self._due(rec, timestamp):
+                events.append(self._lifecycle("update", rec, timestamp, seq))
+        for t in up.removed:
+            events.extend(self._end(t, timestamp, seq))
+        return up.det_track_ids, events
+
+    def finish(self, timestamp: float, seq: int) -> list[Event]:
+        """End every track (the source ended or the service stops)."""
+        events: list[Event] = []
+        for t in self.tracker.flush():
+            events.extend(self._end(t, timestamp, seq))
+        return events
+
+    # ------------------------------------------------------------------ records
+
+    def _record(self, t: Track, dets: Detections) -> TrackRecord:
+        box = tuple(float(v) for v in dets.boxes[t.det])
+        rec = TrackRecord(
+            track_id=t.track_id,
+            label=self.label(t.class_id),
+            first_seen=t.first_seen,
+            last_seen=t.last_seen,
+            box=(box[0], box[1], box[2], box[3]),
+            score=t.score,
+            best_score=t.score,
+            posture=PostureFilter(self.config.posture_min_s) if self.pose else None,
+        )
+        self.records[t.track_id] = rec
+        return rec
+
+    def _observe(self, t: Track, dets: Detections, timestamp: float) -> None:
+        rec = self.records[t.track_id]
+        b = dets.boxes[t.det].tolist()
+        rec.box = (b[0], b[1], b[2], b[3])
+        rec.last_seen = timestamp
+        rec.score = t.score
+        rec.best_score = max(rec.best_score, t.score)
+        if rec.posture is not None and dets.keypoints is not None:
+            raw = posture(dets.keypoints[t.det].tolist(), rec.box)
+            if rec.posture.step(raw, timestamp):
+                rec.changes.add("posture")
+
+    def _due(self, rec: TrackRecord, timestamp: float) -> bool:
+        if rec.changes:
+            return True
+        if rec.best_score - rec.published_best >= _BEST_SCORE_STEP and (
+            timestamp - rec.published_at >= self.config.update_interval_s
+        ):
+            rec.changes.add("best_score")
+            return True
+        return False
+
+    def _lifecycle(
+        self, kind: Literal["new", "update", "end"], rec: TrackRecord, timestamp: float, seq: int
+    ) -> TrackEvent:
+        after = rec.snapshot()
+        ev = TrackEvent(
+            camera=self.camera,
+            model=self.model,
+            timestamp=timestamp,
+            seq=seq,
+            kind=kind,
+            after=after,
+            before=rec.published,
+            changes=tuple(sorted(rec.changes)),
+        )
+        rec.published, rec.published_at, rec.published_best = after, timestamp, rec.best_score
+        rec.changes.clear()
+        return ev
+
+    def _zone(
+        self, rec: TrackRecord, zone: str, entered: bool, timestamp: float, seq: int
+    ) -> ZoneEvent:
+        key = (zone, rec.label)
+        if entered:
+            rec.enter(zone)
+            self.occupancy[key] = self.occupancy.get(key, 0) + 1
+        else:
+            rec.leave(zone)
+            self.occupancy[key] = max(self.occupancy.get(key, 0) - 1, 0)
+        return ZoneEvent(
+            camera=self.camera,
+            model=self.model,
+            timestamp=timestamp,
+            seq=seq,
+            zone=zone,
+            label=rec.label,
+            track_id=rec.track_id,
+            action="enter" if entered else "leave",
+            count=self.occupancy[key],
+        )
+
+    def _line(self, t: Track, j: int, direction: int, timestamp: float, seq: int) -> LineEvent:
+        assert self.lines is not None
+        counts = self.lines.counts[j]
+        return LineEvent(
+            camera=self.camera,
+            model=self.model,
+            timestamp=timestamp,
+            seq=seq,
+            line=self.lines.lines[j].name,
+            label=self.label(t.class_id),
+            track_id=t.track_id,
+            direction="in" if direction > 0 else "out",
+            in_count=int(counts[0]),
+            out_count=int(counts[1]),
+        )
+
+    def _end(self, t: Track, timestamp: float, seq: int) -> list[Event]:
+        rec = self.records.pop(t.track_id, None)
+        if rec is None:
+            return []
+        events: list[Event] = [self._zone(rec, z, False, timestamp, seq) for z in list(rec.zones)]
+        rec.changes.discard("zones")
+        events.append(self._lifecycle("end", rec, timestamp, seq))
+        return events

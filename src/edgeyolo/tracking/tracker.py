@@ -1,0 +1,263 @@
+"""A ByteTrack-style multi-object tracker: numpy, scipy's optimal assignment, no other deps.
+
+Per frame (the ideas of Zhang et al., "ByteTrack: Multi-Object Tracking by Associating Every
+Detection Box", 2022; written here from the paper, not from its code):
+
+1. Predict every track with a constant-velocity Kalman filter (``kalman.py``).
+2. Match high-score detections to confirmed tracks by IoU (optimal assignment), then the
+   rest to lost tracks (recency breaks ties where predictions overlap).
+3. Match low-score detections to the confirmed tracks still unmatched: a person half hidden
+   behind a car scores low, but is still that person.
+4. Match the remaining high-score detections to tentative tracks; a tentative track that
+   misses a frame is dropped (most false positives flicker).
+5. Unmatched confirmed tracks become lost and are predicted on; a track lost for longer than
+   ``max_lost_s`` is removed. Remaining high-score detections start tentative tracks, which
+   are confirmed after ``min_hits`` consecutive hits and only then get a ``track_id``.
+
+Matching is per class (a person never continues a car's track). All per-track numbers live in
+stacked arrays (``columns``) so that a frame costs a fixed handful of numpy calls; the stage
+adds its own columns (zone and line state) that are kept and compacted with the tracks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import linear_sum_assignment
+
+from edgeyolo.tracking import kalman
+
+F64 = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.intp]
+
+
+class TrackState(IntEnum):
+    """Where a track is in its life."""
+
+    TENTATIVE = 0
+    CONFIRMED = 1
+    LOST = 2
+
+
+@dataclass(slots=True)
+class Track:
+    """One tracked object (the Python side; its Kalman state lives in the tracker's arrays)."""
+
+    class_id: int
+    first_seen: float
+    last_seen: float
+    score: float
+    track_id: int = -1  # assigned at confirmation
+    state: TrackState = TrackState.TENTATIVE
+    hits: int = 1
+    det: int = -1  # row of this frame's detections, -1 when not seen in this frame
+
+
+@dataclass(slots=True)
+class TrackerUpdate:
+    """What one frame did: detection rows -> track ids, and tracks that started or ended."""
+
+    det_track_ids: npt.NDArray[np.int64]  # per detection row; -1: no confirmed track
+    confirmed: list[Track] = field(default_factory=list)  # confirmed in this frame
+    removed: list[Track] = field(default_factory=list)  # confirmed tracks removed now
+
+
+def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> F64:
+    """Pairwise IoU of ``n x 4`` and ``m x 4`` xyxy boxes (``n x m``)."""
+    a = a.astype(np.float64, copy=False)
+    b = b.astype(np.float64, copy=False)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0.0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def associate(iou: F64, rows: Ints, cols: Ints, min_iou: float) -> tuple[Ints, Ints]:
+    """Optimal one-to-one matching of track ``rows`` to detection ``cols`` of ``iou``.
+
+    ``iou`` is tracks x detections with pairs of different classes already zeroed. Returns the
+    accepted pairs (IoU >= ``min_iou``) as indices into ``rows`` and ``cols``' values.
+    """
+    if len(rows) == 0 or len(cols) == 0:
+        empty = np.empty(0, np.intp)
+        return empty, empty
+    sub = iou[np.ix_(rows, cols)]
+    r, c = linear_sum_assignment(sub, maximize=True)
+    ok = sub[r, c] >= min_iou
+    return rows[r[ok]], cols[c[ok]]
+
+
+class ByteTracker:
+    """Tracks the detections of one model on one camera; call ``update`` once per frame."""
+
+    def __init__(
+        self,
+        *,
+        high_thresh: float = 0.5,
+        low_thresh: float = 0.1,
+        new_track_thresh: float | None = None,
+        match_iou: float = 0.2,
+        low_match_iou: float = 0.5,
+        tentative_iou: float = 0.3,
+        min_hits: int = 2,
+        max_lost_s: float = 1.5,
+    ) -> None:
+        if not 0.0 <= low_thresh <= high_thresh <= 1.0:
+            raise ValueError(f"need 0 <= low_thresh ({low_thresh}) <= high_thresh ({high_thresh})")
+        self.high_thresh = high_thresh
+        self.low_thresh = low_thresh
+        self.new_track_thresh = high_thresh if new_track_thresh is None else new_track_thresh
+        self.match_iou = match_iou
+        self.low_match_iou = low_match_iou
+        self.tentative_iou = tentative_iou
+        self.min_hits = max(1, min_hits)
+        self.max_lost_s = max_lost_s
+        self.tracks: list[Track] = []
+        self.mean: F64 = np.zeros((0, 8))
+        self.cov: F64 = np.zeros((0, 8, 8))
+        self.columns: dict[str, npt.NDArray[np.generic]] = {}
+        self._fill: dict[str, object] = {}
+        self._next_id = 1
+        self._t: float | None = None
+
+    def add_column(
+        self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike, fill: object
+    ) -> None:
+        """Keep a per-track array ``name`` (``n x *shape``), new rows set to ``fill``."""
+        self.columns[name] = np.full((len(self.tracks), *shape), fill, dtype=dtype)
+        self._fill[name] = fill
+
+    def boxes(self) -> F64:
+        """Every track's current (predicted or corrected) box, ``n x 4`` xyxy."""
+        return kalman.cxcywh_to_xyxy(self.mean[:, :4])
+
+    def update(
+        self,
+        boxes: npt.NDArray[np.floating],
+        scores: npt.NDArray[np.floating],
+        class_ids: npt.NDArray[np.integer],
+        timestamp: float,
+    ) -> TrackerUpdate:
+        """Advance to ``timestamp`` (seconds) and associate this frame's detections."""
+        dt = 0.0 if self._t is None else min(max(timestamp - self._t, 0.0), 1.0)
+        self._t = timestamp
+        tracks = self.tracks
+        for tr in tracks:
+            tr.det = -1
+        self.mean, self.cov = kalman.predict(self.mean, self.cov, dt)
+        if len(tracks):
+            np.maximum(self.mean[:, 2:4], 1.0, out=self.mean[:, 2:4])
+        t_cls = np.fromiter((t.class_id for t in tracks), np.intp, len(tracks))
+        t_state = np.fromiter((t.state for t in tracks), np.int8, len(tracks))
+        # One IoU matrix for all stages; pairs of different classes never match.
+        iou = iou_matrix(self.boxes(), boxes)
+        iou[t_cls[:, None] != class_ids[None, :]] = 0.0
+        t_free = np.ones(len(tracks), bool)
+        d_free = np.ones(len(scores), bool)
+        high = scores >= self.high_thresh
+        low = (scores >= self.low_thresh) & ~high
+        matched_t: list[Ints] = []
+        matched_d: list[Ints] = []
+
+        def match(
+            t_mask: npt.NDArray[np.bool_], d_mask: npt.NDArray[np.bool_], min_iou: float
+        ) -> None:
+            r, c = associate(
+                iou, np.flatnonzero(t_mask & t_free), np.flatnonzero(d_mask & d_free), min_iou
+            )
+            t_free[r] = False
+            d_free[c] = False
+            matched_t.append(r)
+            matched_d.append(c)
+
+        confirmed = t_state == TrackState.CONFIRMED
+        # High-score detections go to the tracks seen in the last frame first, then to lost
+        # ones: where two predictions overlap (paths crossing, one hidden) recency decides.
+        match(confirmed, high, self.match_iou)
+        match(t_state == TrackState.LOST, high, self.match_iou)
+        match(confirmed, low, self.low_match_iou)
+        match(t_state == TrackState.TENTATIVE, high, self.tentative_iou)
+        left_high = np.flatnonzero(high & d_free)
+
+        out = TrackerUpdate(np.full(len(scores), -1, np.int64))
+        mt, md = np.concatenate(matched_t), np.concatenate(matched_d)
+        if len(mt):
+            z = kalman.xyxy_to_cxcywh(boxes[md])
+            self.mean[mt], self.cov[mt] = kalman.update(self.mean[mt], self.cov[mt], z)
+        for ti, di in zip(mt.tolist(), md.tolist(), strict=True):
+            tr = tracks[ti]
+            tr.det, tr.last_seen, tr.score = di, timestamp, float(scores[di])
+            tr.hits = tr.hits + 1
+            if tr.state == TrackState.LOST:
+                tr.state = TrackState.CONFIRMED
+            elif tr.state == TrackState.TENTATIVE and tr.hits >= self.min_hits:
+                self._confirm(tr, out)
+            if tr.state == TrackState.CONFIRMED:
+                out.det_track_ids[di] = tr.track_id
+
+        keep = np.ones(len(tracks), bool)
+        for i, tr in enumerate(tracks):
+            if tr.det >= 0:
+                continue
+            if tr.state == TrackState.TENTATIVE:
+                keep[i] = False
+            else:
+                tr.state = TrackState.LOST
+                tr.hits = 0
+                if timestamp - tr.last_seen > self.max_lost_s:
+                    keep[i] = False
+                    out.removed.append(tr)
+        if not keep.all():
+            self._compact(keep)
+        new = left_high[scores[left_high] >= self.new_track_thresh]
+        if len(new):
+            self._start(new, boxes, scores, class_ids.astype(np.intp, copy=False), timestamp, out)
+        return out
+
+    def flush(self) -> list[Track]:
+        """Remove every track (the source ended); returns the confirmed ones."""
+        ended = [t for t in self.tracks if t.state != TrackState.TENTATIVE]
+        self._compact(np.zeros(len(self.tracks), bool))
+        return ended
+
+    def _confirm(self, tr: Track, out: TrackerUpdate) -> None:
+        tr.state = TrackState.CONFIRMED
+        tr.track_id = self._next_id
+        self._next_id += 1
+        out.confirmed.append(tr)
+
+    def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
+        self.tracks = [t for t, k in zip(self.tracks, keep.tolist(), strict=True) if k]
+        self.mean, self.cov = self.mean[keep], self.cov[keep]
+        for name, col in self.columns.items():
+            self.columns[name] = col[keep]
+
+    def _start(
+        self,
+        rows: Ints,
+        boxes: npt.NDArray[np.floating],
+        scores: npt.NDArray[np.floating],
+        classes: Ints,
+        timestamp: float,
+        out: TrackerUpdate,
+    ) -> None:
+        mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(boxes[rows]))
+        self.mean = np.concatenate((self.mean, mean))
+        self.cov = np.concatenate((self.cov, cov))
+        for name, col in self.columns.items():
+            extra = np.full((len(rows), *col.shape[1:]), self._fill[name], dtype=col.dtype)
+            self.columns[name] = np.concatenate((col, extra))
+        for di in rows.tolist():
+            s = float(scores[di])
+            tr = Track(int(classes[di]), timestamp, timestamp, s, det=di)
+            self.tracks.append(tr)
+            if self.min_hits <= 1:
+                self._confirm(tr, out)
+                out.det_track_ids[di] = tr.track_id
