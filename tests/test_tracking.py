@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tracking_sim import SimObject, frames, identity_metrics
 
-from edgeyolo.events import LineEvent, TrackEvent, ZoneEvent
-from edgeyolo.postprocess import Detections
-from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
-from edgeyolo.tracking.objects import ObjectTracker
 from edgeyolo.tracking.tracker import ByteTracker, iou_matrix
 from edgeyolo.tracking.zones import in_polygon
+from tracking_sim import SimObject, frames, identity_metrics
 
 
 def track(objects: list[SimObject], n: int, *, seed: int = 0, **kw: object):

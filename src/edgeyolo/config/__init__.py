@@ -31,6 +31,7 @@ from edgeyolo.config.models import (
     TensorRTConfig,
 )
 from edgeyolo.config.mqtt import MqttConfig, with_broker_url
+from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
 
 __all__ = [
     "BackendName",
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigValidationError",
     "HttpConfig",
     "JsonlSinkConfig",
+    "LineConfig",
     "LoggingConfig",
     "ModelConfig",
     "MqttConfig",
@@ -49,6 +51,8 @@ __all__ = [
     "ReconnectConfig",
     "SinksConfig",
     "TensorRTConfig",
+    "TrackingConfig",
+    "ZoneConfig",
     "check_files",
     "config_warnings",
     "load_config",

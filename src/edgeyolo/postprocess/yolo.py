@@ -44,6 +44,7 @@ class Detections:
 
     ``boxes`` n x 4 float32 xyxy; ``scores`` n float32; ``class_ids`` n int32;
     ``keypoints`` n x K x 3 float32 (x, y, visibility) for pose models, else None.
+    ``track_ids`` n int64 when a tracker ran (-1: no confirmed track), else None.
     Rows are sorted by score, highest first.
     """
 
@@ -51,6 +52,7 @@ class Detections:
     scores: npt.NDArray[np.float32]
     class_ids: npt.NDArray[np.int32]
     keypoints: npt.NDArray[np.float32] | None = None
+    track_ids: npt.NDArray[np.int64] | None = None
 
     def __len__(self) -> int:
         return len(self.scores)

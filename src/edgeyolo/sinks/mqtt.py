@@ -176,7 +176,7 @@ class MqttSink:
         """Derive messages from ``event`` into the outbox; never waits for the network."""
         if isinstance(event, StatsEvent):
             self._on_stats(event)
-        else:
+        elif isinstance(event, DetectionEvent):
             self._on_detections(event)
 
     async def close(self) -> None:

@@ -1,6 +1,7 @@
 """Objects, not frames: a multi-object tracker, zones, lines and per-object lifecycle events.
 
-``tracker`` (ByteTrack-style association over ``kalman``), ``zones`` (polygons, lines),
-``lifecycle`` (per-object records), ``stage`` (the per-camera pipeline stage). Its settings live in
-``edgeyolo.config.tracking``.
+``kalman`` (constant-velocity filter), ``tracker`` (ByteTrack-style association), ``zones``
+(polygons and lines), ``lifecycle`` (per-object records, posture hysteresis), ``objects``
+(all of it for one model on one camera), ``stage`` (the pipeline stage). The settings live
+in ``edgeyolo.config.tracking``.
 """

@@ -22,9 +22,9 @@ from edgeyolo.tracking.zones import Line, LineCounter, Zone, ZoneTracker, anchor
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
     from edgeyolo.events import Event
     from edgeyolo.postprocess import Detections
-    from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
 
 # An improvement of the best score smaller than this is not worth an update event.
 _BEST_SCORE_STEP = 0.05

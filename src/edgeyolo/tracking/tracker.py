@@ -10,6 +10,8 @@ Detection Box", 2022; written here from the paper, not from its code):
    behind a car scores low, but is still that person.
 4. Match the remaining high-score detections to tentative tracks; a tentative track that
    misses a frame is dropped (most false positives flicker).
+4b. Match what is left to confirmed and lost tracks by centre distance (within one box
+   diagonal): small fast objects (a bouncing ball) jump out of their predicted box.
 5. Unmatched confirmed tracks become lost and are predicted on; a track lost for longer than
    ``max_lost_s`` is removed. Remaining high-score detections start tentative tracks, which
    are confirmed after ``min_hits`` consecutive hits and only then get a ``track_id``.
@@ -79,6 +81,17 @@ def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> F64:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def center_similarity(
+    a: npt.NDArray[np.floating], b: npt.NDArray[np.floating], max_dist: float
+) -> F64:
+    """1 - centre distance / (``max_dist`` x the diagonal of ``a``'s box), floored at 0."""
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    diag = np.hypot(a[:, 2] - a[:, 0], a[:, 3] - a[:, 1])
+    dist = np.hypot(ca[:, None, 0] - cb[None, :, 0], ca[:, None, 1] - cb[None, :, 1])
+    return np.clip(1.0 - dist / (max_dist * np.maximum(diag, 1.0))[:, None], 0.0, None)
+
+
 def associate(iou: F64, rows: Ints, cols: Ints, min_iou: float) -> tuple[Ints, Ints]:
     """Optimal one-to-one matching of track ``rows`` to detection ``cols`` of ``iou``.
 
@@ -106,6 +119,7 @@ class ByteTracker:
         match_iou: float = 0.2,
         low_match_iou: float = 0.5,
         tentative_iou: float = 0.3,
+        max_center_dist: float = 1.0,
         min_hits: int = 2,
         max_lost_s: float = 1.5,
     ) -> None:
@@ -117,6 +131,7 @@ class ByteTracker:
         self.match_iou = match_iou
         self.low_match_iou = low_match_iou
         self.tentative_iou = tentative_iou
+        self.max_center_dist = max_center_dist
         self.min_hits = max(1, min_hits)
         self.max_lost_s = max_lost_s
         self.tracks: list[Track] = []
@@ -157,7 +172,8 @@ class ByteTracker:
         t_cls = np.fromiter((t.class_id for t in tracks), np.intp, len(tracks))
         t_state = np.fromiter((t.state for t in tracks), np.int8, len(tracks))
         # One IoU matrix for all stages; pairs of different classes never match.
-        iou = iou_matrix(self.boxes(), boxes)
+        pred = self.boxes()
+        iou = iou_matrix(pred, boxes)
         iou[t_cls[:, None] != class_ids[None, :]] = 0.0
         t_free = np.ones(len(tracks), bool)
         d_free = np.ones(len(scores), bool)
@@ -178,12 +194,19 @@ class ByteTracker:
             matched_d.append(c)
 
         confirmed = t_state == TrackState.CONFIRMED
+        tentative = t_state == TrackState.TENTATIVE
         # High-score detections go to the tracks seen in the last frame first, then to lost
         # ones: where two predictions overlap (paths crossing, one hidden) recency decides.
         match(confirmed, high, self.match_iou)
         match(t_state == TrackState.LOST, high, self.match_iou)
         match(confirmed, low, self.low_match_iou)
-        match(t_state == TrackState.TENTATIVE, high, self.tentative_iou)
+        match(tentative, high, self.tentative_iou)
+        if self.max_center_dist > 0 and (d_free & high).any() and (t_free & ~tentative).any():
+            # Small, fast or bouncing objects (a ball) leave their predicted box: no overlap,
+            # but close. Last, so that it never takes a detection an overlap explains.
+            iou = center_similarity(pred, boxes, self.max_center_dist)
+            iou[t_cls[:, None] != class_ids[None, :]] = 0.0
+            match(~tentative, high, 1e-9)
         left_high = np.flatnonzero(high & d_free)
 
         out = TrackerUpdate(np.full(len(scores), -1, np.int64))
