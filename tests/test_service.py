@@ -57,17 +57,27 @@ def test_demo_run_streams_events_and_logs():
         cwd=REPO,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    events = [json.loads(line) for line in res.stdout.splitlines()]
+    everything = [json.loads(line) for line in res.stdout.splitlines()]
+    assert all(e["schema_version"] == 2 for e in everything)
+    # The demo tracks det-fp32 and pose-fp32: lifecycle, zone and line events come too.
+    assert {e["type"] for e in everything} <= {"detections", "track", "zone", "line"}
+    events = [e for e in everything if e["type"] == "detections"]
     assert len(events) == 24 * 4
     models = {"det-fp32", "det-int8", "pose-fp32", "pose-int8"}
     assert {e["model"] for e in events} == models
     by_seq: dict[int, set[str]] = {}
     for e in events:
-        assert e["schema_version"] == 1
-        assert e["type"] == "detections"
         assert (e["width"], e["height"]) == (960, 540)
         by_seq.setdefault(e["seq"], set()).add(e["model"])
     assert all(v == models for v in by_seq.values())
+    for e in events:  # track_id on every detection of a tracked model, and only there
+        tracked = e["model"] in {"det-fp32", "pose-fp32"}
+        assert all(("track_id" in d) == tracked for d in e["detections"])
+    new = [e for e in everything if e["type"] == "track" and e["kind"] == "new"]
+    assert {e["model"] for e in new} == {"det-fp32", "pose-fp32"}
+    last = events[-1]["seq"]
+    ids = {d.get("track_id") for e in events if e["seq"] == last for d in e["detections"]}
+    assert {e["track_id"] for e in new} >= ids - {None}
     det = [e for e in events if e["model"] == "det-fp32"]
     with_person = [e for e in det if any(d["label"] == "person" for d in e["detections"])]
     assert len(with_person) >= 0.9 * len(det)

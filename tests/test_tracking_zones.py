@@ -159,3 +159,43 @@ def test_normalized_zone_matches_its_pixel_twin() -> None:
         (e.action, e.seq) for e in run(tracker([norm]), [walker], 90) if isinstance(e, ZoneEvent)
     ]
     assert pix == nrm == [("enter", 32), ("leave", 52)]
+
+
+def test_stage_sets_track_ids_and_appends_events() -> None:
+    """The stage built from a config tracks only the tracked model of its camera."""
+    from edgeyolo.config import Config
+    from edgeyolo.frames import Frame
+    from edgeyolo.stages import FrameResult, ModelOutput, build_stages
+
+    cfg = Config.model_validate(
+        {
+            "cameras": [
+                {
+                    "name": "cam",
+                    "source": 0,
+                    "lines": [{"name": "gate", "points": [[480, 520], [480, 100]]}],
+                }
+            ],
+            "models": [
+                {"name": "det", "path": "m.onnx", "task": "detect", "tracking": {"enabled": True}},
+                {"name": "other", "path": "m.onnx", "task": "detect"},
+            ],
+        }
+    )
+    (stage,) = build_stages(cfg.cameras[0], cfg)
+    image = np.zeros((H, W, 3), np.uint8)
+    walker = walk(300, 300, 8)
+    kinds, ids = [], []
+    for f in range(40):
+        outs = [
+            ModelOutput(m, "detect", ["person"], dets_at([walker], f)) for m in ("det", "other")
+        ]
+        res = stage(FrameResult("cam", Frame("cam", f, image, 1000.0 + f / FPS, 0), outs))
+        assert res.outputs[1].detections.track_ids is None
+        ids.append(int(res.outputs[0].detections.track_ids[0]))
+        kinds += [
+            (e.type, getattr(e, "kind", None) or getattr(e, "direction", None)) for e in res.events
+        ]
+    assert ids == [-1, -1] + [1] * 38
+    assert kinds == [("track", "new"), ("line", "in")]
+    stage.close()

@@ -199,6 +199,7 @@ class CameraPipeline:
                     height=frame.height,
                     detections=detections,
                     latency_ms=(time.monotonic_ns() - frame.captured_ns) * _ms,
+                    tracked=out.detections.track_ids is not None,
                 )
             )
         events.extend(extra)

@@ -149,6 +149,7 @@ def to_detections(dets: Detections, labels: Sequence[str]) -> tuple[Detection, .
     scores = dets.scores.tolist()
     ids = dets.class_ids.tolist()
     kpts = dets.keypoints.tolist() if dets.keypoints is not None else None
+    tids = dets.track_ids.tolist() if dets.track_ids is not None else None
     n_labels = len(labels)
     return tuple(
         Detection(
@@ -157,6 +158,7 @@ def to_detections(dets: Detections, labels: Sequence[str]) -> tuple[Detection, .
             class_id=ids[i],
             label=labels[ids[i]] if ids[i] < n_labels else str(ids[i]),
             keypoints=None if kpts is None else tuple(tuple(p) for p in kpts[i]),
+            track_id=None if tids is None or tids[i] < 0 else tids[i],
         )
         for i in range(len(scores))
     )

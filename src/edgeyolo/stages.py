@@ -65,9 +65,14 @@ class Stage(Protocol):
 
 
 def build_stages(camera: CameraConfig, config: Config) -> list[Stage]:
-    """The stages ``camera`` runs, in order, from the config (none are configured yet)."""
-    del camera, config
-    return []
+    """The stages ``camera`` runs, in order, from the config."""
+    stages: list[Stage] = []
+    if any(m.tracking.enabled for m in config.models_for(camera.name)):
+        # Imported only when used: tracking brings scipy.
+        from edgeyolo.tracking.stage import TrackingStage  # noqa: PLC0415
+
+        stages.append(TrackingStage.for_camera(camera, config))
+    return stages
 
 
 def run_stages(stages: Sequence[Stage], result: FrameResult) -> FrameResult:

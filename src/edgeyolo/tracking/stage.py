@@ -27,10 +27,10 @@ class TrackingStage:
         self.trackers: dict[str, ObjectTracker] = {}
 
     @classmethod
-    def for_camera(cls, camera: CameraConfig, config: Config) -> TrackingStage | None:
-        """The stage for ``camera``, or None when no model running on it is tracked."""
-        tracked = {m.name: m.tracking for m in config.models_for(camera.name) if m.tracking.enabled}
-        return cls(camera, tracked) if tracked else None
+    def for_camera(cls, camera: CameraConfig, config: Config) -> TrackingStage:
+        """The stage for the tracked models that run on ``camera``."""
+        models = config.models_for(camera.name)
+        return cls(camera, {m.name: m.tracking for m in models if m.tracking.enabled})
 
     def _tracker(self, out: ModelOutput) -> ObjectTracker:
         ot = self.trackers.get(out.model)
