@@ -444,6 +444,33 @@ def test_install_script(tmp_path: Path) -> None:
     assert "unknown argument '--bogus'" in bad.stderr
 
 
+@pytest.mark.parametrize("opencv", ["system", "pip"])
+def test_install_script_opencv_choice(tmp_path: Path, opencv: str) -> None:
+    """--opencv system keeps the system OpenCV (system site packages, numpy < 2, no PyPI
+    OpenCV); --opencv pip installs the [opencv] extra."""
+    script = DEPLOY / "systemd" / "install.sh"
+    result = subprocess.run(
+        ["bash", str(script), "--dry-run", "--no-start", "--opencv", opencv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (install,) = [
+        line
+        for line in result.stdout.splitlines()
+        if "-m pip install" in line and "--upgrade pip" not in line
+    ]
+    if opencv == "system":
+        assert "--system-site-packages" in result.stdout
+        assert f"-c {DEPLOY / 'constraints-system-opencv.txt'}" in install
+        assert "opencv" not in install.replace("constraints-system-opencv", "")
+    else:
+        assert "opencv" in install.rsplit(" ", 1)[-1]  # the package's [..,opencv] extra
+    assert "opencv_info" in result.stdout  # the OpenCV in use is printed
+
+
 # -- example configs -----------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import DEMO_VIDEO, shared_media
 from edgeyolo.config import CameraConfig
 from edgeyolo.errors import SourceError
-from edgeyolo.sources import CaptureSource, classify
+from edgeyolo.sources import CaptureSource, source_kind
 
 
 async def drain(src: CaptureSource, limit: int = 10_000, delay: float = 0.0) -> list:
@@ -109,14 +109,17 @@ def test_unopenable_live_source_retries_and_stops(tmp_path):
         (0, "device"),
         ("2", "device"),
         ("/dev/video0", "device"),
-        ("rtsp://h/s", "url"),
+        ("0", "device"),
+        ("rtsp://h/s", "rtsp"),
+        ("https://cam.local/mjpeg", "http"),
+        ("rtmp://h/live", "stream"),
         ("v4l2src ! videoconvert ! appsink", "gstreamer"),
         ("a.jpg", "image"),
         ("a.mp4", "file"),
     ],
 )
-def test_classify(source, kind):
-    assert classify(source) == kind
+def test_source_kind(source, kind):
+    assert source_kind(source) == kind
 
 
 def test_real_pedestrian_video_decodes():

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Install edgeyolo as a systemd service (Jetson with JetPack 6, or any Debian/Ubuntu box).
 #
-#   sudo deploy/systemd/install.sh [--source PATH] [--config FILE] [--no-start] [--dry-run]
+#   sudo deploy/systemd/install.sh [--source PATH] [--config FILE] [--opencv auto|system|pip]
+#                                  [--no-start] [--dry-run]
 #
 #   --source PATH   what pip installs: this checkout (default) or a built wheel
 #   --config FILE   config to install as /etc/edgeyolo/config.yaml (never overwrites one)
 #                   (default: deploy/config.example.yaml)
+#   --opencv WHICH  system: the system python3's OpenCV (JetPack's; has GStreamer, needed for
+#                   CSI cameras), numpy < 2, no OpenCV from PyPI. pip: PyPI's (no GStreamer).
+#                   auto (default): system when python3's cv2 has GStreamer, else pip
 #   --no-start      install and enable, but do not start now
 #   --dry-run       print the commands instead of running them (no root needed)
 #
@@ -27,6 +31,7 @@ source_path="$repo"
 config="$repo/deploy/config.example.yaml"
 start=1
 dry_run=0
+opencv=auto
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
@@ -34,9 +39,10 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --source) [ $# -ge 2 ] || die "--source needs a path"; source_path="$2"; shift 2 ;;
     --config) [ $# -ge 2 ] || die "--config needs a file"; config="$2"; shift 2 ;;
+    --opencv) [ $# -ge 2 ] || die "--opencv needs auto, system or pip"; opencv="$2"; shift 2 ;;
     --no-start) start=0; shift ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
@@ -59,10 +65,38 @@ command -v systemctl >/dev/null || [ "$dry_run" = 1 ] || die "systemctl not foun
 
 # On a Jetson, TensorRT's Python bindings come from JetPack's python3-libnvinfer in the system
 # interpreter (3.10 on JetPack 6): the venv must see system site-packages to import them.
+# JetPack's OpenCV (built with GStreamer) lives there too: installing PyPI's OpenCV into the
+# venv would shadow it and every GStreamer camera would fail, and the system cv2 is built for
+# numpy 1.x, so that path pins numpy < 2 (deploy/constraints-system-opencv.txt).
 venv_args=()
+extras=()
+pins=()
+has_trt=0
 if python3 -c 'import tensorrt' >/dev/null 2>&1; then
-  venv_args+=(--system-site-packages)
+  has_trt=1
+  venv_args=(--system-site-packages)
+  extras+=(tensorrt)
   echo "install.sh: system python3 has TensorRT; the venv will see it" >&2
+fi
+gst_cv2_check='import cv2, re, sys; sys.exit(0 if re.search(r"GStreamer:\s*YES", cv2.getBuildInformation()) else 1)'
+case "$opencv" in
+  auto)
+    if python3 -c "$gst_cv2_check" >/dev/null 2>&1; then opencv=system; else opencv=pip; fi ;;
+  system)
+    python3 -c "$gst_cv2_check" >/dev/null 2>&1 || [ "$dry_run" = 1 ] \
+      || die "--opencv system: python3's cv2 is missing or has no GStreamer (JetPack: apt-get install libopencv-python; Debian: python3-opencv)" ;;
+  pip) ;;
+  *) die "--opencv $opencv: expected auto, system or pip" ;;
+esac
+if [ "$opencv" = system ]; then
+  venv_args=(--system-site-packages)
+  pins=(-c "$repo/deploy/constraints-system-opencv.txt")
+  echo "install.sh: using the system OpenCV (GStreamer); numpy < 2, no OpenCV from PyPI" >&2
+else
+  extras+=(opencv)
+  # With TensorRT from the system, numpy stays 1.x for its bindings too.
+  if [ "$has_trt" = 1 ]; then pins=("numpy<2"); fi
+  echo "install.sh: installing OpenCV from PyPI (no GStreamer cameras)" >&2
 fi
 
 # 1. User: no login, no home of its own; video for cameras, render for GPU nodes.
@@ -83,9 +117,11 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 run "$VENV/bin/python" -m pip install --quiet --upgrade pip
 extra=""
-if [ "${#venv_args[@]}" -gt 0 ]; then extra="[tensorrt]"; fi
+if [ "${#extras[@]}" -gt 0 ]; then extra="[$(IFS=,; echo "${extras[*]}")]"; fi
 # A folder (this checkout) or a wheel; with TensorRT present, cuda-python comes too.
-run "$VENV/bin/python" -m pip install --quiet --upgrade "$source_path$extra"
+run "$VENV/bin/python" -m pip install --quiet --upgrade "${pins[@]}" "$source_path$extra"
+# Which OpenCV the service will use (edgeyolo doctor shows the same).
+run "$VENV/bin/python" -c 'from edgeyolo.sources.opencv import opencv_info; print("install.sh:", opencv_info().describe())'
 if [ -d "$repo/models" ]; then
   run install -m 0644 -t "$PREFIX/models" "$repo"/models/*.onnx
 fi

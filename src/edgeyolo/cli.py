@@ -8,6 +8,7 @@ import sys
 
 from edgeyolo import __version__
 from edgeyolo.errors import EdgeYoloError
+from edgeyolo.log import quiet_native_logs_early
 
 # Order is the order shown in --help. Each module has register(subparsers).
 COMMANDS = (
@@ -34,13 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NO_OPENCV = (
+    "OpenCV (the cv2 module) is not importable. Install PyPI's build with "
+    "pip install 'edgeyolo[opencv]', or use the system's (JetPack's libopencv-python, "
+    "Debian's python3-opencv: needed for GStreamer cameras) from a venv made with "
+    "--system-site-packages; see docs/deploy.md"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_native_logs_early()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
     except EdgeYoloError as exc:
         print(f"edgeyolo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name != "cv2":
+            raise
+        print(f"edgeyolo {args.command}: error: {NO_OPENCV}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal, TextIO
 
 import structlog
+
+# Native libraries write plain-text lines to stderr on their own (OpenCV's
+# "[ WARN:0@0.3] ... GStreamer warning: ...", FFmpeg's "[h264 @ 0x...] ...", ONNX Runtime's
+# "[W:onnxruntime ...]"). A log shipper reading stderr as JSON lines breaks on them, so their
+# own log levels are set here: silent in JSON format, errors only on a console, their warnings
+# with `level: debug`. What matters reaches the log as structured events from edgeyolo itself
+# (a source that cannot open or stops, an execution provider that did not load). A variable
+# the user set in the environment wins over these. OpenCV reads OPENCV_LOG_LEVEL when cv2 is
+# imported; builds without cv2.utils.logging (Debian's 4.6) cannot change it afterwards, so
+# the CLI calls `quiet_native_logs_early` before any command imports cv2.
+_USER_ENV = {k for k in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL") if k in os.environ}
+#: ONNX Runtime's log severity for new sessions (0 verbose ... 3 error, 4 fatal); set by
+#: ``configure_logging``, read by ``edgeyolo.engines.onnxruntime``.
+ORT_SEVERITY = 3
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -48,6 +63,7 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    _quiet_native_logs(fmt, level)
     # Libraries that use stdlib logging (aiomqtt, amqtt) go to the same stream.
     logging.basicConfig(
         stream=out,
@@ -55,3 +71,29 @@ def configure_logging(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+
+
+def quiet_native_logs_early(stream: TextIO | None = None) -> None:
+    """Before the config is read: native logs as ``configure_logging("auto")`` will want."""
+    out = stream if stream is not None else sys.stderr
+    _quiet_native_logs("console" if out.isatty() else "json", "info")
+
+
+def _quiet_native_logs(fmt: str, level: str) -> None:
+    global ORT_SEVERITY  # one process-wide setting, like the libraries' own
+    if level == "debug":
+        opencv, ffmpeg, ORT_SEVERITY = "WARNING", "24", 2
+    elif fmt == "json":
+        opencv, ffmpeg, ORT_SEVERITY = "SILENT", "-8", 4
+    else:
+        opencv, ffmpeg, ORT_SEVERITY = "ERROR", "16", 3
+    for key, value in (("OPENCV_LOG_LEVEL", opencv), ("OPENCV_FFMPEG_LOGLEVEL", ffmpeg)):
+        if key not in _USER_ENV:
+            os.environ[key] = value
+    if "cv2" in sys.modules and "OPENCV_LOG_LEVEL" not in _USER_ENV:
+        # Already imported (tests, a reload): the variable was read; set the level directly.
+        from edgeyolo.sources.opencv import set_log_level  # noqa: PLC0415
+
+        set_log_level(opencv.lower())
+    if "onnxruntime" in sys.modules:
+        sys.modules["onnxruntime"].set_default_logger_severity(ORT_SEVERITY)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgeyolo.config import ConfigValidationError, config_warnings, load_config
 from edgeyolo.errors import ConfigError, EdgeYoloError
+from edgeyolo.sources.kinds import source_kind
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +38,14 @@ def main(args: argparse.Namespace) -> int:
     for warning in config_warnings(cfg):
         print(f"{path}: warning: {warning}", file=sys.stderr)
     problems = 0
+    gstreamer = [i for i, c in enumerate(cfg.cameras) if source_kind(c.source) == "gstreamer"]
+    if gstreamer:
+        from edgeyolo.sources.opencv import no_gstreamer_message, opencv_info  # noqa: PLC0415
+
+        if opencv_info().gstreamer is None:
+            for i in gstreamer:
+                print(f"{path}: cameras[{i}].source: {no_gstreamer_message()}", file=sys.stderr)
+                problems += 1
     if not args.no_models:
         from edgeyolo.engines.model import check_model  # noqa: PLC0415
         from edgeyolo.engines.onnxruntime import inspect_model  # noqa: PLC0415

@@ -166,16 +166,21 @@ def check_onnxruntime(needed: bool) -> Check:
 
 
 def check_opencv(needed: bool) -> Check:
+    """Which OpenCV is in use (version, origin, file) and its video back-ends."""
     try:
-        import cv2  # noqa: PLC0415
+        from edgeyolo.sources.opencv import SYSTEM_OPENCV_DOC, opencv_info  # noqa: PLC0415
+
+        info = opencv_info()
     except ImportError as exc:
         return Check("opencv", "FAIL", f"not importable: {exc}", needed)
-    info = cv2.getBuildInformation()
-    backends = []
-    for name in ("FFMPEG", "GStreamer", "V4L/V4L2"):
-        m = re.search(rf"^\s*{re.escape(name)}:\s*(\S+)", info, re.MULTILINE | re.IGNORECASE)
-        backends.append(f"{name} {m.group(1) if m else '?'}")
-    return Check("opencv", "ok", f"{cv2.__version__}; " + ", ".join(backends), needed)
+    gst = f"GStreamer {info.gstreamer}" if info.gstreamer else "GStreamer NO"
+    detail = (
+        f"{info.version} ({info.origin}: {info.path}); {gst}, "
+        f"FFMPEG {'YES' if info.ffmpeg else 'NO'}, V4L/V4L2 {'YES' if info.v4l2 else 'NO'}"
+    )
+    if not info.gstreamer:
+        detail += f" (GStreamer cameras need an OpenCV with it: {SYSTEM_OPENCV_DOC})"
+    return Check("opencv", "ok", detail, needed)
 
 
 def _frame(image: Path | None) -> Any:

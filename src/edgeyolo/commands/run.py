@@ -77,10 +77,10 @@ def apply_overrides(cfg: Config, *, mqtt_url: str | None, http: str | None) -> C
 
 
 def main(args: argparse.Namespace) -> int:
-    from edgeyolo.app import RunOptions, run  # noqa: PLC0415 - heavy imports after parsing
-
     path = config_path(args.config)
+    # Logging first: it sets the native libraries' log levels, which OpenCV reads on import.
     cfg = load(path, args.log_format, args.log_level)
+    from edgeyolo.app import RunOptions, run  # noqa: PLC0415 - heavy imports after parsing
 
     def overrides(c: Config) -> Config:
         return apply_overrides(c, mqtt_url=args.mqtt_url, http=args.http)

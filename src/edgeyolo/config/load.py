@@ -16,6 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edgeyolo.config.models import Config
 from edgeyolo.config.mqtt import id_warnings
 from edgeyolo.errors import ConfigError
+from edgeyolo.sources.kinds import (
+    is_file_path,
+    pipeline_files,
+    resolve_pipeline_files,
+    source_kind,
+)
 
 Loc = tuple[int | str, ...]
 
@@ -91,15 +97,13 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     cameras = []
     for c in cfg.cameras:
         src = c.source
-        if isinstance(src, str) and _looks_like_file(src):
+        if isinstance(src, str) and is_file_path(src):
             src = str(rel(Path(src)))
+        elif isinstance(src, str) and source_kind(src) == "gstreamer":
+            src = resolve_pipeline_files(src, base)
         cameras.append(c.model_copy(update={"source": src}))
     trt = cfg.tensorrt.model_copy(update={"cache_dir": rel(cfg.tensorrt.cache_dir)})
     return cfg.model_copy(update={"models": models, "cameras": cameras, "tensorrt": trt})
-
-
-def _looks_like_file(source: str) -> bool:
-    return "://" not in source and "!" not in source and not source.startswith("/dev/")
 
 
 def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
@@ -115,10 +119,22 @@ def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
                 ConfigIssue(loc=f"models[{i}].labels", value=str(m.labels), message="no such file")
             )
     for i, c in enumerate(cfg.cameras):
-        if isinstance(c.source, str) and _looks_like_file(c.source) and not Path(c.source).exists():
+        if not isinstance(c.source, str):
+            continue
+        if is_file_path(c.source) and not Path(c.source).exists():
             issues.append(
                 ConfigIssue(loc=f"cameras[{i}].source", value=c.source, message="no such file")
             )
+        elif source_kind(c.source) == "gstreamer":
+            issues += [
+                ConfigIssue(
+                    loc=f"cameras[{i}].source",
+                    value=c.source,
+                    message=f"filesrc location={f}: no such file",
+                )
+                for f in pipeline_files(c.source)
+                if "%" not in f and not Path(f).exists()
+            ]
     del path
     return issues
 

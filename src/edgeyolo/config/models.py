@@ -14,6 +14,7 @@ from edgeyolo.config.base import Strict
 from edgeyolo.config.http import HttpConfig
 from edgeyolo.config.mqtt import MqttConfig
 from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig, check_unique
+from edgeyolo.sources.kinds import LIVE_OVERRIDABLE, pipeline_problem, source_kind
 
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
@@ -35,6 +36,15 @@ class CameraConfig(Strict):
             "or a GStreamer pipeline string ending in appsink."
         ),
     )
+    live: bool | None = Field(
+        None,
+        description=(
+            "GStreamer pipelines and network URLs: true reconnects when it ends (a camera), "
+            "false ends (or loops) like a file. None: from the source (a pipeline by its first "
+            "element: v4l2src, nvarguscamerasrc, rtspsrc ... are live; filesrc, videotestsrc "
+            "are not)."
+        ),
+    )
     fps: float | None = Field(
         None,
         gt=0,
@@ -42,9 +52,14 @@ class CameraConfig(Strict):
     )
     pace: Literal["native", "fast"] = Field(
         "native",
-        description="Files only: 'native' plays at the file's fps, 'fast' reads flat out.",
+        description=(
+            "Finite sources: 'native' plays at the file's fps (a pipeline: at its own clock), "
+            "'fast' delivers every frame as fast as the models take them."
+        ),
     )
-    loop: bool = Field(False, description="Files only: start again at the end instead of stopping.")
+    loop: bool = Field(
+        False, description="Finite sources: start again at the end instead of stopping."
+    )
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     zones: list[ZoneConfig] = Field(
         default_factory=list, description="Polygons for tracked models' zone events."
@@ -66,7 +81,21 @@ class CameraConfig(Strict):
             raise ValueError("source must not be empty")
         if isinstance(v, int) and v < 0:
             raise ValueError("a device index must be 0 or more")
+        if isinstance(v, str) and source_kind(v) == "gstreamer":
+            problem = pipeline_problem(v)
+            if problem:
+                raise ValueError(problem)
         return v
+
+    @model_validator(mode="after")
+    def _live_applies(self) -> CameraConfig:
+        kind = source_kind(self.source)
+        if self.live is not None and kind not in LIVE_OVERRIDABLE:
+            raise ValueError(
+                f"live applies to GStreamer pipelines and network URLs only; "
+                f"this source is a {kind} (remove live)"
+            )
+        return self
 
 
 class ModelConfig(Strict):

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
+from edgeyolo import log
 from edgeyolo.engines.base import HostFill, InputSlot, ModelInfo, TensorSpec
 from edgeyolo.engines.model import info_from_metadata
 from edgeyolo.errors import BackendUnavailableError, ModelError
@@ -26,6 +28,7 @@ from edgeyolo.errors import BackendUnavailableError, ModelError
 if TYPE_CHECKING:
     from edgeyolo.config import ModelConfig, OnnxRuntimeConfig
 
+_log = structlog.get_logger("edgeyolo.engines")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -69,17 +72,32 @@ def open_session(path: Path, options: Any = None, providers: list[str] | None = 
     ort = _ort()
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
+    # ORT's own log lines are plain text on stderr; edgeyolo.log decides how many (docs/logging.md).
+    ort.set_default_logger_severity(log.ORT_SEVERITY)
+    if options is None:
+        options = ort.SessionOptions()
+    options.log_severity_level = log.ORT_SEVERITY
     if providers is None:
         available = ort.get_available_providers()
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as exc:  # ORT raises its own exception types for every failure
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"{path}: ONNX Runtime cannot load this model ({first}). Is it a complete, "
             "uncorrupted .onnx export?"
         ) from exc
+    missing = [p for p in providers if p not in session.get_providers()]
+    if missing:
+        # ORT falls back silently (its own line is quieted): say so as a structured event.
+        _log.warning(
+            "execution provider not loaded",
+            path=str(path),
+            missing=missing,
+            using=session.get_providers(),
+        )
+    return session
 
 
 def session_info(session: Any, path: Path) -> ModelInfo:

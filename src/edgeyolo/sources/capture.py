@@ -5,12 +5,17 @@ loop) and hands frames to the loop through ``call_soon_threadsafe``. Two deliver
 
 - ``latest`` (live sources and files paced at their native fps): the newest frame replaces
   one the pipeline has not taken yet; the replaced frame is counted in ``dropped``.
-- ``block`` (files read with ``pace: fast``, for benchmarks): the thread waits until the
-  pipeline took the previous frame, so every frame of the file is processed.
+- ``block`` (finite sources read with ``pace: fast``, for benchmarks): the thread waits until
+  the pipeline took the previous frame, so every frame is processed.
 
-End of a file ends the source (``next()`` returns None) unless it loops. Live sources that
-fail to open or stop delivering are reopened with capped exponential backoff, one log line
-per attempt.
+What kind of source a string is, and whether it is live, is decided in
+``edgeyolo.sources.kinds``. Finite sources (files, images, GStreamer pipelines such as
+``filesrc ... ! decodebin`` or ``videotestsrc num-buffers=N``) end (``next()`` returns None)
+unless they loop; a looping file seeks back, a looping pipeline is opened again. Live sources
+(devices, network streams, pipelines starting with a camera element) that fail to open or stop
+delivering are reopened with capped exponential backoff: ``reconnect.initial_s``, doubling up
+to ``reconnect.max_s``, back to ``initial_s`` once a source delivered frames again; one log
+line per attempt, naming the wait that follows.
 """
 
 from __future__ import annotations
@@ -28,14 +33,21 @@ import structlog
 
 from edgeyolo.errors import SourceError
 from edgeyolo.frames import Frame, as_bgr
-from edgeyolo.sources.files import IMAGE_SUFFIXES
+from edgeyolo.sources.kinds import (
+    NETWORK_KINDS,
+    SourceKind,
+    device_index,
+    is_live,
+    source_kind,
+)
+from edgeyolo.sources.opencv import no_gstreamer_message, opencv_info
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
     from edgeyolo.config import CameraConfig
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264"}
+__all__ = ["CaptureSource", "SourceStats"]
 
 URL_OPEN_TIMEOUT_MS = 10_000
 URL_READ_TIMEOUT_MS = 5_000
@@ -43,27 +55,12 @@ URL_READ_TIMEOUT_MS = 5_000
 _log = structlog.get_logger("edgeyolo.sources")
 
 
-def classify(source: int | str) -> str:
-    """Kind of a configured source: device, image, file, url or gstreamer."""
-    if isinstance(source, int) or (isinstance(source, str) and source.isdigit()):
-        return "device"
-    if source.startswith("/dev/"):
-        return "device"
-    if "://" in source:
-        return "url"
-    if "!" in source and "appsink" in source:
-        return "gstreamer"
-    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
-        return "image"
-    return "file"
-
-
-def _open_capture(source: int | str, kind: str) -> Any:
+def _open_capture(source: int | str, kind: SourceKind) -> Any:
     if kind == "device":
-        return cv2.VideoCapture(int(source) if str(source).isdigit() else source)
+        return cv2.VideoCapture(device_index(source))
     if kind == "gstreamer":
         return cv2.VideoCapture(source, cv2.CAP_GSTREAMER)
-    if kind == "url":
+    if kind in NETWORK_KINDS:
         # Without timeouts a stalled network stream blocks read() forever and the reconnect
         # loop never runs.
         return cv2.VideoCapture(
@@ -77,6 +74,17 @@ def _open_capture(source: int | str, kind: str) -> Any:
             ],
         )
     return cv2.VideoCapture(source)
+
+
+def _describe(cap: Any) -> dict[str, Any]:
+    """What an open capture says about itself, for the "source opened" line."""
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return {
+        "backend": cap.getBackendName(),
+        "width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        "height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        "fps": round(fps, 3) if fps and fps > 0 else None,
+    }
 
 
 @dataclass
@@ -96,10 +104,10 @@ class CaptureSource:
     def __init__(self, config: CameraConfig, *, loop_file: bool | None = None) -> None:
         self.config = config
         self.name = config.name
-        self.kind = classify(config.source)
+        self.kind: SourceKind = source_kind(config.source)
+        self.live = is_live(config.source, config.live)
         self.loop_file = config.loop if loop_file is None else loop_file
-        live = self.kind in {"device", "url", "gstreamer"}
-        self.policy = "block" if (not live and config.pace == "fast") else "latest"
+        self.policy = "block" if (not self.live and config.pace == "fast") else "latest"
         self.stats = SourceStats()
         self._stop = threading.Event()
         self._taken = threading.Event()
@@ -115,17 +123,25 @@ class CaptureSource:
 
     # -- loop side -------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the source opens (files: fail now with a clear error) and start capturing."""
+        """Check the source can open and start capturing.
+
+        Raises ``SourceError`` now for what cannot get better by waiting: a missing or
+        undecodable file, a finite pipeline that does not open, a GStreamer pipeline on an
+        OpenCV built without GStreamer.
+        """
         if self.kind in {"file", "image"}:
             path = Path(str(self.config.source))
             if not path.is_file():  # noqa: ASYNC240 - one stat() at start-up
                 raise SourceError(f"cameras[{self.name}].source: no such file: {path}")
+        if self.kind == "gstreamer" and opencv_info().gstreamer is None:
+            raise SourceError(f"cameras[{self.name}].source: {no_gstreamer_message()}")
         self._aloop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         opened = None
-        if self.kind == "file":
-            # Opening a file is quick and a failure is final: report it before starting.
-            opened = await self._aloop.run_in_executor(None, self._open_file_checked)
+        if self.kind != "image" and not self.live:
+            # Opening a file or a finite pipeline is quick and a failure is final: report it
+            # before starting.
+            opened = await self._aloop.run_in_executor(None, self._open_finite_checked)
         self._thread = threading.Thread(
             target=self._run, args=(opened,), name=f"capture-{self.name}", daemon=True
         )
@@ -182,8 +198,16 @@ class CaptureSource:
         except RuntimeError:  # loop closed during shutdown
             self._stop.set()
 
-    def _open_file_checked(self) -> Any:
-        cap = _open_capture(str(self.config.source), "file")
+    def _open_finite_checked(self) -> Any:
+        cap = _open_capture(self.config.source, self.kind)
+        if self.kind != "file":
+            if not cap.isOpened():
+                cap.release()
+                raise SourceError(
+                    f"cameras[{self.name}].source: OpenCV cannot open this {self.kind} "
+                    f"source: {self.config.source} ({self._open_hint()})"
+                )
+            return cap
         ok, image = (False, None)
         if cap.isOpened():
             ok, image = cap.read()
@@ -196,13 +220,23 @@ class CaptureSource:
         cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
         return cap
 
+    def _open_hint(self) -> str:
+        if self.kind == "gstreamer":
+            return (
+                "try the pipeline with gst-launch-1.0, replacing appsink by fakesink; "
+                "logging.level: debug shows OpenCV's own GStreamer messages"
+            )
+        if self.kind == "device":
+            return "is the camera connected, and is the user in the video group?"
+        return "is it reachable from here? logging.level: debug shows OpenCV's own messages"
+
     def _run(self, cap: Any) -> None:
-        log = _log.bind(camera=self.name, source=str(self.config.source))
+        log = _log.bind(camera=self.name, source=str(self.config.source), kind=self.kind)
         try:
             if self.kind == "image":
                 self._run_image(log)
-            elif self.kind == "file":
-                self._run_file(cap, log)
+            elif not self.live:
+                self._run_finite(cap, log)
             else:
                 self._run_live(log)
         except BaseException as exc:  # report on the loop, never die silently
@@ -232,7 +266,7 @@ class CaptureSource:
         fps = self.config.fps
         if self.kind == "file" and self.config.pace == "native":
             fps = min(fps or 1e9, self.native_fps or 30.0)
-        return _Pacer(fps, live=self.kind in {"device", "url", "gstreamer"})
+        return _Pacer(fps, live=self.live)
 
     def _run_image(self, log: Any) -> None:
         image = cv2.imread(str(self.config.source), cv2.IMREAD_UNCHANGED)
@@ -241,6 +275,7 @@ class CaptureSource:
                 f"cameras[{self.name}].source: cannot decode image {self.config.source}"
             )
         pacer = _Pacer(self.config.fps or (None if self.config.pace == "fast" else 1.0), live=False)
+        log.info("source opened", live=False, width=image.shape[1], height=image.shape[0])
         while not self._stop.is_set():
             if pacer.admit(self._stop):
                 self._emit(np.array(image), log)
@@ -261,40 +296,71 @@ class CaptureSource:
                 self.stats.skipped += 1
         return True
 
-    def _run_file(self, cap: Any, log: Any) -> None:
+    def _run_finite(self, cap: Any, log: Any) -> None:
+        """A file or finite pipeline: to its end, then again from the start when looping."""
+        what = "end of file" if self.kind == "file" else "end of stream"
+        rounds = 0
         try:
-            while not self._pump(cap, log):
-                if not (self.loop_file and self.stats.captured > 0):
-                    log.info("end of file", frames=self.stats.captured)
+            while True:
+                rounds += 1
+                if rounds == 1 or self.kind != "file":
+                    log.info("source opened", live=False, loop=self.loop_file, **_describe(cap))
+                before = self.stats.captured
+                if self._pump(cap, log):
                     return
-                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                log.debug("looping file")
+                delivered = self.stats.captured - before
+                if not (self.loop_file and delivered > 0):
+                    log.info(what, frames=self.stats.captured, rounds=rounds)
+                    return
+                log.debug("looping", frames=delivered)
+                if self.kind == "file":
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                else:  # a pipeline at end of stream cannot rewind: open it again
+                    cap.release()
+                    cap = _open_capture(self.config.source, self.kind)
+                    if not cap.isOpened():
+                        raise SourceError(
+                            f"cameras[{self.name}].source: cannot open the pipeline again "
+                            f"to loop it ({self._open_hint()})"
+                        )
         finally:
             cap.release()
 
     def _run_live(self, log: Any) -> None:
-        delay = self.config.reconnect.initial_s
+        initial = self.config.reconnect.initial_s
+        delay = initial
         attempt = 0
         while not self._stop.is_set():
             attempt += 1
             cap = _open_capture(self.config.source, self.kind)
             if cap.isOpened():
-                log.info("source opened", attempt=attempt)
-                captured = self.stats.captured
+                log.info("source opened", live=True, attempt=attempt, **_describe(cap))
+                before = self.stats.captured
                 try:
                     if self._pump(cap, log):
                         return
                 finally:
                     cap.release()
-                log.warning("source stopped delivering frames, reopening", retry_in_s=delay)
-                if self.stats.captured > captured:
+                delivered = self.stats.captured - before
+                if delivered > 0:
                     # It delivered for a while: start the backoff afresh.
-                    delay, attempt = self.config.reconnect.initial_s, 0
+                    delay, attempt = initial, 0
+                log.warning(
+                    "source stopped delivering frames, reopening",
+                    frames=delivered,
+                    retry_in_s=delay,
+                )
             else:
                 cap.release()
-                log.error("cannot open source, retrying", attempt=attempt, retry_in_s=delay)
+                log.error(
+                    "cannot open source, retrying",
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    hint=self._open_hint(),
+                )
             self.stats.reconnects += 1
-            self._stop.wait(delay)
+            if self._stop.wait(delay):
+                return
             delay = min(delay * 2, self.config.reconnect.max_s)
 
 

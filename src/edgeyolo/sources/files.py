@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeyolo.errors import SourceError
 from edgeyolo.frames import as_bgr
+from edgeyolo.sources.kinds import IMAGE_SUFFIXES  # one list: what sources.kinds calls "image"
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterator
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     Image = npt.NDArray[np.uint8]
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def is_image_file(path: Path) -> bool:
