@@ -1,8 +1,9 @@
 """Configuration: pydantic models of the YAML file, and loading with clear errors.
 
 Layout: ``models`` (cameras, models, backends, logging, sinks, the whole ``Config``),
-``mqtt`` and ``broker`` (the MQTT sink's settings and its broker url), ``http`` (the
-health/metrics endpoint), ``load`` (read, validate, resolve paths, check files).
+``mqtt`` and ``broker`` (the MQTT sink's settings and its broker url), ``snapshots``
+(pictures over MQTT), ``http`` (health, metrics, status page, live view), ``load`` (read,
+validate, resolve paths, check files).
 Nothing here imports an implementation module: the sinks, the HTTP server and the engines
 import their settings from here, never the other way round.
 """
@@ -31,6 +32,7 @@ from edgeyolo.config.models import (
     TensorRTConfig,
 )
 from edgeyolo.config.mqtt import MqttConfig, with_broker_url
+from edgeyolo.config.snapshots import SnapshotConfig
 from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "PipelineConfig",
     "ReconnectConfig",
     "SinksConfig",
+    "SnapshotConfig",
     "TensorRTConfig",
     "TrackingConfig",
     "ZoneConfig",

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from edgeyolo.config.base import Strict
 from edgeyolo.config.broker import BrokerUrl, parse_url, redact_url
+from edgeyolo.config.snapshots import SnapshotConfig
 from edgeyolo.errors import ConfigError
 
 EMBEDDED = "embedded"
@@ -283,6 +284,10 @@ class MqttConfig(Strict):
     )
     occupancy_label: str = Field(
         "person", min_length=1, description="Label whose presence makes a camera 'occupied'."
+    )
+    snapshots: SnapshotConfig = Field(
+        default_factory=SnapshotConfig,
+        description="Best picture per camera and label as a retained JPEG (an HA image entity).",
     )
     posture: bool = Field(
         default=True,

@@ -170,6 +170,10 @@ class HttpServer:
             await self._serve_one(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer
+        except asyncio.CancelledError:
+            # close() ends this connection. Not re-raised: asyncio's start_server callback
+            # calls task.exception(), which raises on a cancelled task (Python < 3.12).
+            pass
         finally:
             if task is not None:
                 self._handlers.discard(task)

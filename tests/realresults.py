@@ -1,0 +1,128 @@
+"""Real results for the view tests: the four demo models (ONNX Runtime) on real frames.
+
+Produces ``FrameResult`` objects as the pipeline's stages see them, without the pipeline, so
+the drawing, live view, HTTP and snapshot code can be tested on what real models really
+detect in the demo video.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from conftest import DEMO_VIDEO, MODELS
+from edgeyolo.engines.onnxruntime import inspect_model
+from edgeyolo.frames import Frame
+from edgeyolo.postprocess import Detections, Thresholds, decode
+from edgeyolo.preprocess import Preprocessor
+
+DEMO_MODELS = {
+    "det-fp32": MODELS / "edgeyolo-demo-det.onnx",
+    "det-int8": MODELS / "edgeyolo-demo-det-int8.onnx",
+    "pose-fp32": MODELS / "edgeyolo-demo-pose.onnx",
+    "pose-int8": MODELS / "edgeyolo-demo-pose-int8.onnx",
+}
+
+
+@dataclass(slots=True)
+class Output:
+    """Stands where ``edgeyolo.stages.ModelOutput`` does (same fields)."""
+
+    model: str
+    task: str
+    labels: list[str]
+    detections: Any
+    infer_ms: float = 0.0
+    decode_ms: float = 0.0
+
+
+@dataclass(slots=True)
+class Result:
+    """Stands where ``edgeyolo.stages.FrameResult`` does (same fields)."""
+
+    camera: str
+    frame: Frame
+    outputs: list[Any]
+    events: list[Any] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedDetections:
+    """``Detections`` with track ids, as the tracker stage leaves them."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    keypoints: np.ndarray | None
+    track_ids: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class RealModels:
+    """The demo models, run one after another on the CPU."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        self.models = []
+        for name, path in DEMO_MODELS.items():
+            if names is not None and name not in names:
+                continue
+            info = inspect_model(path)
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            self.models.append((name, info, sess))
+        self.pre = Preprocessor(640, 640)
+        self.blob = np.empty((1, 3, 640, 640), np.float32)
+
+    def run(self, camera: str, seq: int, image: np.ndarray) -> Result:
+        frame = Frame(camera, seq, image, time.time(), time.monotonic_ns())
+        lb = self.pre(image, self.blob)
+        outputs = []
+        for name, info, sess in self.models:
+            t = time.perf_counter()
+            raw = sess.run(None, {sess.get_inputs()[0].name: self.blob})[0]
+            infer_ms = (time.perf_counter() - t) * 1e3
+            dets: Detections = decode(raw, lb, Thresholds(), info.num_classes, info.kpt_shape)
+            labels = [info.names.get(i, str(i)) for i in range(info.num_classes)]
+            outputs.append(Output(name, info.task, labels, dets, infer_ms))
+        return Result(camera, frame, outputs)
+
+
+def demo_frames(n: int, start: int = 0, step: int = 1) -> list[np.ndarray]:
+    """``n`` frames of the demo video from ``start``, every ``step``-th."""
+    cap = cv2.VideoCapture(str(DEMO_VIDEO))
+    out = []
+    i = 0
+    try:
+        while len(out) < n:
+            ok, img = cap.read()
+            assert ok, f"{DEMO_VIDEO}: only {i} frames"
+            if i >= start and (i - start) % step == 0:
+                out.append(img)
+            i += 1
+    finally:
+        cap.release()
+    return out
+
+
+def with_tracks(result: Result, ids_per_model: dict[str, list[int]]) -> Result:
+    """``result`` with track ids set on the named models' detections (others unchanged)."""
+    outputs = []
+    for o in result.outputs:
+        ids = ids_per_model.get(o.model)
+        if ids is None:
+            outputs.append(o)
+            continue
+        d = o.detections
+        tracked = TrackedDetections(
+            d.boxes, d.scores, d.class_ids, d.keypoints, np.asarray(ids[: len(d)], np.int64)
+        )
+        outputs.append(Output(o.model, o.task, o.labels, tracked, o.infer_ms))
+    return Result(result.camera, result.frame, outputs)
