@@ -136,6 +136,13 @@ class SnapshotStage:
 
     async def _finish(self, cand: _Candidate, fut: asyncio.Future[bytes | None]) -> None:
         try:
+            await self._deliver(cand, fut)
+        finally:
+            if self._pending and not self._closed:
+                self._maybe_encode()  # another label may be due: do not wait for a frame
+
+    async def _deliver(self, cand: _Candidate, fut: asyncio.Future[bytes | None]) -> None:
+        try:
             jpeg = await fut
         except Exception as exc:
             self._log.error("snapshot failed", label=cand.label, error=f"{exc}")
