@@ -2,14 +2,13 @@
 
 Produces ``FrameResult`` objects as the pipeline's stages see them, without the pipeline, so
 the drawing, live view, HTTP and snapshot code can be tested on what real models really
-detect in the demo video.
+detect in the demo video. ``with_tracks`` adds track ids the way a tracker stage would.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -20,6 +19,7 @@ from edgeyolo.engines.onnxruntime import inspect_model
 from edgeyolo.frames import Frame
 from edgeyolo.postprocess import Detections, Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
+from edgeyolo.stages import FrameResult, ModelOutput
 
 DEMO_MODELS = {
     "det-fp32": MODELS / "edgeyolo-demo-det.onnx",
@@ -27,28 +27,6 @@ DEMO_MODELS = {
     "pose-fp32": MODELS / "edgeyolo-demo-pose.onnx",
     "pose-int8": MODELS / "edgeyolo-demo-pose-int8.onnx",
 }
-
-
-@dataclass(slots=True)
-class Output:
-    """Stands where ``edgeyolo.stages.ModelOutput`` does (same fields)."""
-
-    model: str
-    task: str
-    labels: list[str]
-    detections: Any
-    infer_ms: float = 0.0
-    decode_ms: float = 0.0
-
-
-@dataclass(slots=True)
-class Result:
-    """Stands where ``edgeyolo.stages.FrameResult`` does (same fields)."""
-
-    camera: str
-    frame: Frame
-    outputs: list[Any]
-    events: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +59,7 @@ class RealModels:
         self.pre = Preprocessor(640, 640)
         self.blob = np.empty((1, 3, 640, 640), np.float32)
 
-    def run(self, camera: str, seq: int, image: np.ndarray) -> Result:
+    def run(self, camera: str, seq: int, image: np.ndarray) -> FrameResult:
         frame = Frame(camera, seq, image, time.time(), time.monotonic_ns())
         lb = self.pre(image, self.blob)
         outputs = []
@@ -91,8 +69,8 @@ class RealModels:
             infer_ms = (time.perf_counter() - t) * 1e3
             dets: Detections = decode(raw, lb, Thresholds(), info.num_classes, info.kpt_shape)
             labels = [info.names.get(i, str(i)) for i in range(info.num_classes)]
-            outputs.append(Output(name, info.task, labels, dets, infer_ms))
-        return Result(camera, frame, outputs)
+            outputs.append(ModelOutput(name, info.task, labels, dets, infer_ms))
+        return FrameResult(camera, frame, outputs)
 
 
 def demo_frames(n: int, start: int = 0, step: int = 1) -> list[np.ndarray]:
@@ -112,7 +90,7 @@ def demo_frames(n: int, start: int = 0, step: int = 1) -> list[np.ndarray]:
     return out
 
 
-def with_tracks(result: Result, ids_per_model: dict[str, list[int]]) -> Result:
+def with_tracks(result: FrameResult, ids_per_model: dict[str, list[int]]) -> FrameResult:
     """``result`` with track ids set on the named models' detections (others unchanged)."""
     outputs = []
     for o in result.outputs:
@@ -124,5 +102,5 @@ def with_tracks(result: Result, ids_per_model: dict[str, list[int]]) -> Result:
         tracked = TrackedDetections(
             d.boxes, d.scores, d.class_ids, d.keypoints, np.asarray(ids[: len(d)], np.int64)
         )
-        outputs.append(Output(o.model, o.task, o.labels, tracked, o.infer_ms))
-    return Result(result.camera, result.frame, outputs)
+        outputs.append(ModelOutput(o.model, o.task, o.labels, tracked, o.infer_ms))
+    return FrameResult(result.camera, result.frame, outputs)

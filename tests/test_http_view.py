@@ -24,14 +24,15 @@ from edgeyolo.frames import Frame
 from edgeyolo.http import HttpServer
 from edgeyolo.live import LiveView
 from edgeyolo.metrics import Metrics
-from realresults import RealModels, Result, demo_frames
+from edgeyolo.stages import FrameResult
+from realresults import RealModels, demo_frames
 
 FPS = 15.0
 TOKEN = "s3cret-t0ken-for-tests"  # noqa: S105 - a test value
 
 
 @pytest.fixture(scope="module")
-def results() -> list[Result]:
+def results() -> list[FrameResult]:
     models = RealModels()
     return [models.run("demo", i, img) for i, img in enumerate(demo_frames(6, step=5))]
 
@@ -39,7 +40,7 @@ def results() -> list[Result]:
 class Feeder:
     """Plays ``results`` into the tap at ``FPS`` with fresh sequence numbers; counts frames."""
 
-    def __init__(self, live: LiveView, results: list[Result]) -> None:
+    def __init__(self, live: LiveView, results: list[FrameResult]) -> None:
         self.tap = live.tap("demo")
         self.results = results
         self.ticks: list[float] = []
@@ -52,7 +53,7 @@ class Feeder:
             r = self.results[seq % len(self.results)]
             seq += 1
             frame = Frame("demo", seq, r.frame.image, time.time(), time.monotonic_ns())
-            self.tap(Result("demo", frame, r.outputs))
+            self.tap(FrameResult("demo", frame, r.outputs))
             self.ticks.append(time.monotonic())
             next_t += period
             await asyncio.sleep(max(0.0, next_t - time.monotonic()))
@@ -62,7 +63,7 @@ class Feeder:
 
 
 @contextlib.asynccontextmanager
-async def serving(results: list[Result], **kwargs: Any):
+async def serving(results: list[FrameResult], **kwargs: Any):
     m = Metrics()
     m.declare(["demo"], [])
 

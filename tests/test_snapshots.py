@@ -10,17 +10,18 @@ import pytest
 
 from edgeyolo.config import SnapshotConfig
 from edgeyolo.snapshots import SnapshotStage, encode_bounded
-from realresults import RealModels, Result, demo_frames, with_tracks
+from edgeyolo.stages import FrameResult
+from realresults import RealModels, demo_frames, with_tracks
 
 
 @pytest.fixture(scope="module")
-def results() -> list[Result]:
+def results() -> list[FrameResult]:
     models = RealModels(["det-fp32", "pose-fp32"])
     return [models.run("demo", i + 1, img) for i, img in enumerate(demo_frames(4, step=8))]
 
 
 def run_stage(
-    config: SnapshotConfig, results: list[Result], pause_s: float = 0.05
+    config: SnapshotConfig, results: list[FrameResult], pause_s: float = 0.05
 ) -> list[tuple[str, str, bytes]]:
     got: list[tuple[str, str, bytes]] = []
 

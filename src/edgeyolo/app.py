@@ -21,7 +21,9 @@ import structlog
 from edgeyolo.config import load_config
 from edgeyolo.engines.select import create_backend
 from edgeyolo.errors import ConfigError
-from edgeyolo.health import HealthServer
+from edgeyolo.http import HttpServer
+from edgeyolo.http.status import build_status
+from edgeyolo.live import LiveView
 from edgeyolo.metrics import Metrics
 from edgeyolo.pipeline import CameraPipeline
 from edgeyolo.runner import ModelRunner, open_runners
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
     from edgeyolo.sinks.mqtt import MqttSink
+    from edgeyolo.stages import Stage
 
 _log = structlog.get_logger("edgeyolo.app")
 
@@ -121,6 +124,8 @@ class Service:
         self.sources: list[CaptureSource] = []
         self.pipelines: list[CameraPipeline] = []
         self.http_port: int | None = None
+        self.live: LiveView | None = None
+        self._started = time.monotonic()
         self.reload: Config | None = None
         self._stop = asyncio.Event()
         self._signals: list[signal.Signals] = []
@@ -207,22 +212,37 @@ class Service:
                 await sink.start()
                 stack.push_async_callback(self._close_sink, sink)
             stack.push_async_callback(self._final_summaries)
+            http = self.config.http
+            if http.enabled:
+                # Closed after the server (the stack unwinds in reverse): streams end first.
+                self.live = LiveView(max_fps=http.stream_fps, quality=http.jpeg_quality)
+                stack.push_async_callback(self.live.close)
             self._open_pipelines(backend)
             for p in self.pipelines:
                 stack.callback(p.close)
             for src in self.sources:
                 stack.push_async_callback(src.close)
             self.metrics.declare([p.camera for p in self.pipelines], [r.name for r in self.runners])
-            if self.config.http.enabled:
-                server = HealthServer(
-                    self.config.http.host, self.config.http.port, self.metrics, self.health
+            if http.enabled:
+                server = HttpServer(
+                    http.host,
+                    http.port,
+                    self.metrics,
+                    self.health,
+                    status_fn=self.status,
+                    live=self.live,
+                    token=http.token,
+                    allow_anonymous=http.allow_anonymous,
+                    stall_timeout_s=http.stall_timeout_s,
                 )
                 await stack.enter_async_context(server)
                 self.http_port = server.port
+                base = f"http://{http.host}:{server.port}"
                 _log.info(
                     "http endpoint",
-                    healthz=f"http://{self.config.http.host}:{server.port}/healthz",
-                    metrics=f"http://{self.config.http.host}:{server.port}/metrics",
+                    page=f"{base}/",
+                    healthz=f"{base}/healthz",
+                    metrics=f"{base}/metrics",
                 )
             self._install_signals(loop)
             stack.callback(self._remove_signals, loop)
@@ -280,7 +300,7 @@ class Service:
                 backend,
                 self.sinks,
                 tel,
-                stages=build_stages(cam, self.config),
+                stages=[*build_stages(cam, self.config), *self._view_stages(cam.name)],
                 observers=[self.metrics],
                 max_frames=self.options.max_frames,
                 sequential=self.options.sequential,
@@ -288,6 +308,17 @@ class Service:
             pipeline.on_summary = self._on_summary
             self.sources.append(src)
             self.pipelines.append(pipeline)
+
+    def _view_stages(self, camera: str) -> list[Stage]:
+        """Last in a camera's stages (they see track ids): the live view's tap."""
+        return [] if self.live is None else [self.live.tap(camera)]
+
+    def status(self) -> dict[str, Any]:
+        """``/api/status``: cameras, models, health and MQTT (edgeyolo.http.status)."""
+        tasks = {r.name: str(r.config.task) for r in self.runners}
+        return build_status(
+            self.health, self.pipelines, self.live, started=self._started, tasks=tasks
+        )
 
     def _on_summary(self, stats: StatsEvent) -> None:
         self.notifier.status(f"{stats.camera}: {stats.fps:.1f} fps, {stats.dropped} dropped")

@@ -23,30 +23,19 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from edgeyolo.annotate import Header, OutputLike, Shape, annotate
+from edgeyolo.annotate import Header, Shape, annotate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Sequence
 
-    from edgeyolo.frames import Frame
+    from edgeyolo.stages import FrameResult
 
 _STATS_WINDOW = 256  # frames kept for the status page's percentiles
-
-
-class ResultLike(Protocol):
-    """What the tap reads of a frame's result (``edgeyolo.stages.FrameResult``)."""
-
-    @property
-    def camera(self) -> str: ...
-    @property
-    def frame(self) -> Frame: ...
-    @property
-    def outputs(self) -> Sequence[OutputLike]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +77,7 @@ class CameraFeed:
         self.viewers = 0
         self.frames_seen = 0
         self._executor = executor
-        self._latest: ResultLike | None = None
+        self._latest: FrameResult | None = None
         self._latest_ns = 0
         self._dt_ewma: float | None = None
         self._latency: deque[float] = deque(maxlen=_STATS_WINDOW)
@@ -101,7 +90,7 @@ class CameraFeed:
         self._closed = False
 
     # -- the tap: runs on the loop for every frame; must stay O(1) ----------------------------
-    def observe(self, result: ResultLike) -> None:
+    def observe(self, result: FrameResult) -> None:
         """Remember ``result`` as the newest (called by the tap stage)."""
         now = time.monotonic_ns()
         if self._latest_ns:
@@ -138,7 +127,7 @@ class CameraFeed:
         )
 
     # -- pictures ------------------------------------------------------------------------------
-    def _render(self, result: ResultLike) -> bytes:
+    def _render(self, result: FrameResult) -> bytes:
         """Annotate and encode ``result`` (runs in the worker thread)."""
         latency = (time.monotonic_ns() - result.frame.captured_ns) * 1e-6
         img = annotate(
@@ -165,7 +154,7 @@ class CameraFeed:
         # Shielded: one caller going away does not cancel the encode others wait for.
         return (await asyncio.shield(self._encoding))[1]
 
-    async def _encode(self, result: ResultLike) -> tuple[int, bytes]:
+    async def _encode(self, result: FrameResult) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
         data = await loop.run_in_executor(self._executor, self._render, result)
         self.encodes += 1
@@ -242,7 +231,7 @@ class LiveTap:
     def __init__(self, feed: CameraFeed) -> None:
         self.feed = feed
 
-    def __call__(self, result: ResultLike) -> ResultLike:
+    def __call__(self, result: FrameResult) -> FrameResult:
         self.feed.observe(result)
         return result
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from edgeyolo.annotate import OutputLike
     from edgeyolo.config import SnapshotConfig
-    from edgeyolo.live import ResultLike
+    from edgeyolo.stages import FrameResult
 
 _TRACKS_KEPT = 1024  # best score per tracked object, oldest forgotten first
 _CROP_MARGIN = 0.15
@@ -77,7 +77,7 @@ class SnapshotStage:
         self.skipped_too_big = 0
         self._log = structlog.get_logger("edgeyolo.snapshots").bind(camera=camera)
 
-    def __call__(self, result: ResultLike) -> ResultLike:
+    def __call__(self, result: FrameResult) -> FrameResult:
         for index, o in enumerate(result.outputs):
             if self._models is not None and o.model not in self._models:
                 continue
