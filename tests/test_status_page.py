@@ -8,7 +8,6 @@ the page is written to ``test-artifacts/status-page.png`` (or ``$EDGEYOLO_TEST_A
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -37,7 +36,10 @@ def need_browser() -> None:
     except ImportError:
         missing.append("selenium (pip install -e '.[test]')")
     if missing:
-        msg = f"no headless browser: missing {', '.join(missing)} (apt-get install chromium chromium-driver)"
+        msg = (
+            f"no headless browser: missing {', '.join(missing)} "
+            "(apt-get install chromium chromium-driver)"
+        )
         if os.environ.get("CI"):
             pytest.fail(msg)
         pytest.skip(msg)
@@ -129,8 +131,8 @@ def test_status_page_in_chromium(service):
         wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", img) == 960)
         assert driver.execute_script("return arguments[0].naturalHeight", img) == 540
         first = img.screenshot_as_png
-        wait.until(lambda d: img.screenshot_as_png != first)  # the live view moves
-        wait.until(lambda d: "fps" in card.text and "- " not in card.text.split("fps")[1][:3])
+        wait.until(lambda _: img.screenshot_as_png != first)  # the live view moves
+        wait.until(lambda _: "fps -" not in card.text)  # the numbers arrived
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / "status-page.png"
         assert driver.save_screenshot(str(shot))
@@ -143,4 +145,3 @@ def test_status_page_in_chromium(service):
     assert b"http listening" in logs
     assert b'"access": "token"' in logs
     assert TOKEN.encode() not in logs
-    assert shutil.which("chromium") or Path(CHROMIUM).exists()
