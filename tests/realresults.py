@@ -8,7 +8,6 @@ detect in the demo video. ``with_tracks`` adds track ids the way a tracker stage
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,20 +26,6 @@ DEMO_MODELS = {
     "pose-fp32": MODELS / "edgeyolo-demo-pose.onnx",
     "pose-int8": MODELS / "edgeyolo-demo-pose-int8.onnx",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class TrackedDetections:
-    """``Detections`` with track ids, as the tracker stage leaves them."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-    keypoints: np.ndarray | None
-    track_ids: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 class RealModels:
@@ -99,7 +84,7 @@ def with_tracks(result: FrameResult, ids_per_model: dict[str, list[int]]) -> Fra
             outputs.append(o)
             continue
         d = o.detections
-        tracked = TrackedDetections(
+        tracked = Detections(
             d.boxes, d.scores, d.class_ids, d.keypoints, np.asarray(ids[: len(d)], np.int64)
         )
         outputs.append(ModelOutput(o.model, o.task, o.labels, tracked, o.infer_ms))

@@ -21,6 +21,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
+    from edgeyolo.config import CameraConfig
     from edgeyolo.postprocess import Detections
 
 # COCO's 17-keypoint skeleton (0-based keypoint indices): legs, hips, torso, arms, head.
@@ -58,11 +59,13 @@ class OutputLike(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """A zone (closed polygon) or a line (open polyline) in source-image pixels."""
+    """A zone (closed polygon) or a line (open polyline), in source-image pixels or, with
+    ``normalized``, in fractions of the frame (as ``cameras[].zones``/``lines`` allow)."""
 
     name: str
     points: tuple[tuple[float, float], ...]
     closed: bool = True
+    normalized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,19 @@ class Header:
     camera: str
     fps: float | None = None
     latency_ms: float | None = None
+
+
+def camera_shapes(camera: CameraConfig) -> tuple[Shape, ...]:
+    """The zones and lines configured for ``camera``, to draw."""
+    zones = [
+        Shape(z.name, tuple((float(x), float(y)) for x, y in z.points), True, z.normalized)
+        for z in camera.zones
+    ]
+    lines = [
+        Shape(ln.name, tuple((float(x), float(y)) for x, y in ln.points), False, ln.normalized)
+        for ln in camera.lines
+    ]
+    return (*zones, *lines)
 
 
 def model_colour(index: int) -> tuple[int, int, int]:
@@ -124,7 +140,7 @@ def _draw_detections(
         cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2, cv2.LINE_AA)
         cid = ids[i]
         text = f"{labels[cid] if 0 <= cid < len(labels) else cid} {scores[i]:.2f}"
-        if tracks is not None and tracks[i] is not None and tracks[i] >= 0:
+        if tracks is not None and tracks[i] >= 0:  # -1: no confirmed track
             text += f" #{tracks[i]}"
         _label(img, text, (x1, y1), colour)
     if dets.keypoints is not None:
@@ -154,7 +170,10 @@ def _draw_skeletons(
 def _draw_shape(img: npt.NDArray[np.uint8], shape: Shape) -> None:
     if not shape.points:
         return
-    pts = np.rint(np.asarray(shape.points, np.float32)).astype(np.int32).reshape(-1, 1, 2)
+    xy = np.asarray(shape.points, np.float32)
+    if shape.normalized:
+        xy = xy * np.array([img.shape[1], img.shape[0]], np.float32)
+    pts = np.rint(xy).astype(np.int32).reshape(-1, 1, 2)
     colour = (0, 215, 255)  # amber: zones and lines are not any model's
     cv2.polylines(img, [pts], shape.closed, colour, 2, cv2.LINE_AA)
     x, y = pts[0, 0].tolist()

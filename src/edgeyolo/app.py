@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from edgeyolo.annotate import camera_shapes
 from edgeyolo.config import load_config
 from edgeyolo.engines.select import create_backend
 from edgeyolo.errors import ConfigError
@@ -37,7 +38,7 @@ from edgeyolo.telemetry import CameraTelemetry
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from edgeyolo.config import Config
+    from edgeyolo.config import CameraConfig, Config
     from edgeyolo.engines.base import Backend
     from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
@@ -300,7 +301,7 @@ class Service:
                 backend,
                 self.sinks,
                 tel,
-                stages=[*build_stages(cam, self.config), *self._view_stages(cam.name)],
+                stages=[*build_stages(cam, self.config), *self._view_stages(cam)],
                 observers=[self.metrics],
                 max_frames=self.options.max_frames,
                 sequential=self.options.sequential,
@@ -309,9 +310,11 @@ class Service:
             self.sources.append(src)
             self.pipelines.append(pipeline)
 
-    def _view_stages(self, camera: str) -> list[Stage]:
+    def _view_stages(self, camera: CameraConfig) -> list[Stage]:
         """Last in a camera's stages (they see track ids): the live view's tap."""
-        return [] if self.live is None else [self.live.tap(camera)]
+        if self.live is None:
+            return []
+        return [self.live.tap(camera.name, camera_shapes(camera))]
 
     def status(self) -> dict[str, Any]:
         """``/api/status``: cameras, models, health and MQTT (edgeyolo.http.status)."""
