@@ -53,7 +53,7 @@ system-deps:
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff format --check src tests scripts
 
 typecheck: $(TEST_STAMP)
 	$(BIN)/mypy

@@ -1,5 +1,5 @@
 """Decode + NMS against Ultralytics' own predictions (tests/data/golden, made by
-scripts/make-golden with ultralytics 8.4.190) and against a plain reference NMS."""
+scripts/make_golden.py with ultralytics 8.4.190) and against a plain reference NMS."""
 
 from __future__ import annotations
 

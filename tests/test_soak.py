@@ -15,7 +15,6 @@ import yaml
 from mosquitto import Mosquitto
 
 REPO = Path(__file__).resolve().parents[1]
-SOAK = REPO / "scripts" / "soak"
 # CI runs about two minutes; EDGEYOLO_SOAK_S makes a developer's run shorter or longer.
 DURATION_S = float(os.environ.get("EDGEYOLO_SOAK_S", "120"))
 
@@ -61,7 +60,10 @@ def test_short_soak_has_no_unbounded_growth(tmp_path: Path) -> None:
         result = subprocess.run(
             [
                 sys.executable,
-                str(SOAK),
+                "-m",
+                "edgeyolo",
+                "bench",
+                "soak",
                 "-c",
                 str(config),
                 "--duration",

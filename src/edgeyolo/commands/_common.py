@@ -9,8 +9,9 @@ from edgeyolo.config import Config, load_config
 from edgeyolo.errors import ConfigError
 from edgeyolo.log import configure_logging
 
-# The repository's demo config; present in a source checkout (what `make demo` installs).
+# The repository's demo config and video; present in a source checkout (what `make demo` uses).
 DEMO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "demo.yaml"
+DEMO_VIDEO = DEMO_CONFIG.parents[1] / "media" / "demo-scene.mp4"
 
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:

@@ -1,5 +1,8 @@
 """``edgeyolo bench``: how fast the pipeline runs here, printed as one JSON object.
 
+The longer tools are subcommands in their own modules: ``bench soak`` (growth over time),
+``bench mqtt`` (delivery latency and rates through a broker), ``bench drift`` (INT8 vs FP32).
+
 Default: the whole pipeline, headless, reading the first camera's file as fast as it can
 (no pacing, no sinks), with median and p95 milliseconds per stage.
 
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeyolo.commands import bench_tools
 from edgeyolo.commands._common import add_config_arg, load
 from edgeyolo.errors import ConfigError, SourceError
 
@@ -54,6 +58,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="time only preprocessing and postprocessing (CPU), against the seed's way",
     )
     p.set_defaults(func=main)
+    # Longer-running tools: `edgeyolo bench TOOL ...`; plain `edgeyolo bench` is the above.
+    tools = p.add_subparsers(
+        dest="tool",
+        metavar="TOOL",
+        required=False,
+        title="tools (optional; without one, bench measures the pipeline as above)",
+    )
+    bench_tools.register(tools)
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from edgeyolo.commands._common import DEMO_VIDEO
 from edgeyolo.config import TensorRTConfig
 from edgeyolo.errors import SourceError
 
 Status = Literal["ok", "FAIL", "warn", "info"]
 _REPO = Path(__file__).resolve().parents[3]
 DEMO_MODEL = _REPO / "models" / "edgeyolo-demo-det.onnx"
-DEMO_VIDEO = _REPO / "media" / "demo-scene.mp4"
 # FP16 engines vs the FP32 ONNX model: scores and boxes drift a little, classes must not.
 MAX_REL_ERROR = {"fp32": 1e-3, "fp16": 2e-2, "int8": 1e-1}
 MIN_MATCHED = 0.95

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Write golden reference predictions made by Ultralytics itself into tests/data/golden/.
 
 Ultralytics is the independent reference that edgeyolo's decode/NMS is tested against: this
@@ -14,7 +13,7 @@ onnx and onnxruntime); ultralytics and torch are NOT edgeyolo dependencies, and 
 this script (CI only reads the files it wrote). How that venv was made, and the versions used,
 are in tests/data/golden/README.md. Run from anywhere:
 
-    /tmp/ulvenv/bin/python scripts/make-golden [--shared /work/shared] [--out DIR]
+    /tmp/ulvenv/bin/python scripts/make_golden.py [--shared /work/shared] [--out DIR]
 
 The output is deterministic for a given set of library versions and CPU kind.
 """
@@ -201,12 +200,12 @@ def save_raw(path: Path, raw: np.ndarray, conf_floor: float) -> dict[str, Any]:
 
 def dump(doc: dict[str, Any]) -> str:
     """JSON with one line per image header and per detection: diffable, yet compact."""
-    compact = {"separators": (",", ":")}
+    compact = (",", ":")
     head = json.dumps({k: v for k, v in doc.items() if k != "images"}, indent=1)
     parts = []
     for rec in doc["images"]:
-        meta = json.dumps({k: v for k, v in rec.items() if k != "detections"}, **compact)
-        dets = ",\n  ".join(json.dumps(d, **compact) for d in rec["detections"])
+        meta = json.dumps({k: v for k, v in rec.items() if k != "detections"}, separators=compact)
+        dets = ",\n  ".join(json.dumps(d, separators=compact) for d in rec["detections"])
         parts.append(f' {meta[:-1]},"detections":[' + (f"\n  {dets}\n ]}}" if dets else "]}"))
     return head[:-2] + ',\n "images":[\n' + ",\n".join(parts) + "\n ]\n}\n"
 
@@ -321,7 +320,7 @@ def main() -> int:
             doc = {
                 "format": "edgeyolo-golden/1",
                 "generator": {
-                    "command": "scripts/make-golden",
+                    "command": "scripts/make_golden.py",
                     "versions": versions,
                     "nms": "torchvision.ops.nms"
                     if "torchvision" in sys.modules

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
-"""How far INT8 variants of a YOLO model drift from their FP32 parent, and how fast they run.
+"""``edgeyolo bench drift``: how far INT8 variants of a YOLO model drift from FP32, how fast.
 
-    scripts/int8-drift FP32.onnx INT8.onnx [INT8.onnx ...] [--video media/demo-scene.mp4]
+    edgeyolo bench drift FP32.onnx INT8.onnx [INT8.onnx ...] [--video media/demo-scene.mp4]
         [--step 5] [--conf 0.25] [--iou 0.7] [--speed-runs 20] [--rounds 3] [--threads 1 2]
 
 Drift: on every ``--step``-th frame of the video, the FP32 model's detections are the
@@ -12,10 +11,9 @@ highest IoU first). Reported: precision and recall of INT8 against FP32, mean Io
 provider, per intra-op thread count, repeated ``--rounds`` times (the spread shows how much
 the machine's other load moved it). One JSON object per line on stdout.
 
-Decode/NMS is ``edgeyolo.postprocess.decode`` when the package has it (or with
-``--reference-decode``, and where it does not) a straightforward reference implementation below
-with Ultralytics' semantics: scores strictly above conf, class-aware NMS by class offsets,
-max_det 300.
+Decode/NMS is ``edgeyolo.postprocess.decode``, or with ``--reference-decode`` a
+straightforward reference implementation below with Ultralytics' semantics: scores strictly
+above conf, class-aware NMS by class offsets, max_det 300.
 """
 
 from __future__ import annotations
@@ -23,20 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from edgeyolo.frames import Letterbox  # noqa: E402
-from edgeyolo.preprocess import Preprocessor, as_bgr  # noqa: E402
+from edgeyolo.frames import Letterbox
+from edgeyolo.postprocess import Thresholds, decode
+from edgeyolo.preprocess import Preprocessor
+from edgeyolo.sources.files import video_frame_count, video_frames
 
 MAX_WH = 7680.0
 MAX_DET = 300
@@ -51,7 +46,8 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     inter = np.clip(br - tl, 0, None).prod(axis=2)
     area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
     area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    iou: np.ndarray = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    return iou
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -98,19 +94,15 @@ def reference_decode(
 Decoder = Callable[[np.ndarray, Letterbox], dict[str, np.ndarray]]
 
 
-def project_decode(nc: int, nkpt: int, conf: float, iou: float) -> Decoder | None:
-    """``edgeyolo.postprocess.decode`` bound to this model's layout, or None if absent."""
-    try:
-        from edgeyolo.postprocess import Thresholds, decode  # noqa: PLC0415
-    except ImportError:
-        return None
+def project_decode(nc: int, nkpt: int, conf: float, iou: float) -> Decoder:
+    """``edgeyolo.postprocess.decode`` bound to this model's layout."""
     thresholds = Thresholds(conf=conf, iou=iou)
     kpt_shape = (nkpt, 3) if nkpt else None
 
     def run(raw: np.ndarray, lb: Letterbox) -> dict[str, np.ndarray]:
         det = decode(raw, lb, thresholds, nc, kpt_shape)
         out = {"boxes": det.boxes, "scores": det.scores, "class_ids": det.class_ids}
-        if nkpt:
+        if det.keypoints is not None:
             out["keypoints"] = det.keypoints
         return out
 
@@ -156,20 +148,10 @@ def match(ref: dict[str, np.ndarray], test: dict[str, np.ndarray]) -> list[tuple
     return pairs
 
 
-def video_frames(path: Path, step: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        sys.exit(f"cannot open video {path}")
-    frames = []
-    index = 0
-    while cap.grab():
-        if index % step == 0:
-            ok, frame = cap.retrieve()
-            if ok:
-                frames.append(as_bgr(frame))
-        index += 1
-    cap.release()
-    return frames
+def every_nth_frame(path: Path, step: int) -> list[np.ndarray]:
+    """Frames 0, step, 2*step, ... of the video (the others are grabbed, not decoded)."""
+    keep = range(0, video_frame_count(path), step)
+    return [frame for _, frame in video_frames(path, keep=keep)]
 
 
 def drift(args: argparse.Namespace, fp32: Path, int8: Path, nkpt: int, frames: list) -> dict:  # type: ignore[type-arg]
@@ -261,26 +243,10 @@ def speed(paths: list[Path], threads: int, runs: int, rounds: int, image: np.nda
     ]
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("fp32", type=Path)
-    parser.add_argument("int8", type=Path, nargs="+")
-    parser.add_argument("--video", type=Path, default=ROOT / "media" / "demo-scene.mp4")
-    parser.add_argument("--step", type=int, default=5)
-    parser.add_argument("--conf", type=float, default=0.25)
-    parser.add_argument("--iou", type=float, default=0.7)
-    parser.add_argument("--speed-runs", type=int, default=20, help="0 skips the speed test")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--no-drift", action="store_true")
-    parser.add_argument(
-        "--reference-decode",
-        action="store_true",
-        help="use this script's own decode/NMS instead of edgeyolo.postprocess",
-    )
-    args = parser.parse_args()
+def main(args: argparse.Namespace) -> int:
+    """Print one JSON line per INT8 model (drift), then per model and thread count (speed)."""
     nkpt = kpt_count(metadata(args.fp32))
-    frames = video_frames(args.video, args.step)
+    frames = every_nth_frame(args.video, args.step)
     if not args.no_drift:
         for int8 in args.int8:
             print(json.dumps(drift(args, args.fp32, int8, nkpt, frames)), flush=True)
@@ -290,7 +256,3 @@ def main() -> int:
             for row in speed([args.fp32, *args.int8], threads, args.speed_runs, args.rounds, image):
                 print(json.dumps(row), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Soak test: run the service for a while and watch its memory, file descriptors and threads.
+"""``edgeyolo bench soak``: run the service for a while, watching its memory, fds and threads.
 
 Runs ``python -m edgeyolo run --loop -c CONFIG`` (looped video keeps it busy), samples
 /proc/PID every few seconds, then stops it with SIGTERM and times the shutdown. Prints one
@@ -7,15 +6,14 @@ JSON report on stdout and exits:
 
   0  no unbounded growth, clean shutdown (exit 0 within --stop-timeout)
   1  growth over a threshold (RSS over the last half, any fd or thread growth by default)
-  2  the service died early, or did not stop cleanly on SIGTERM
-  3  bad arguments (argparse)
+  2  the service died early, or did not stop cleanly on SIGTERM; or bad arguments
 
 Growth is judged on the last half of the run after the warm-up, because the first frames
 legitimately grow arenas and caches: RSS growth is the median of the last three samples minus
 the median of the first three samples of that half; fd and thread growth is the highest value
 in that half minus its first value.
 
-Example: scripts/soak -c config/demo.yaml --duration 600 --samples soak.jsonl
+Example: edgeyolo bench soak -c config/demo.yaml --duration 600 --samples soak.jsonl
 Linux only (reads /proc).
 """
 
@@ -33,6 +31,8 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from edgeyolo.errors import ConfigError
 
 
 def read_sample(pid: int) -> dict[str, float] | None:
@@ -105,49 +105,21 @@ def analyse(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, Any]:
     return out
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("-c", "--config", required=True, type=Path, help="service config file")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds to run (120)")
-    p.add_argument("--interval", type=float, default=2.0, help="seconds between samples (2)")
-    p.add_argument(
-        "--warmup", type=float, default=None, help="seconds ignored for growth (duration/4)"
-    )
-    p.add_argument(
-        "--max-rss-growth-mb",
-        type=float,
-        default=8.0,
-        help="most RSS growth over the last half, MiB (8)",
-    )
-    p.add_argument("--max-fd-growth", type=int, default=0, help="most fd growth (0)")
-    p.add_argument("--max-thread-growth", type=int, default=0, help="most thread growth (0)")
-    p.add_argument(
-        "--stop-timeout", type=float, default=15.0, help="seconds allowed for SIGTERM (15)"
-    )
-    p.add_argument(
-        "--min-events", type=int, default=1, help="fewest events on stdout to call it working (1)"
-    )
-    p.add_argument("--python", default=sys.executable, help="interpreter that runs edgeyolo")
-    p.add_argument("--samples", type=Path, help="also write every sample as JSON lines here")
-    p.add_argument("--log", type=Path, help="keep the service's stderr (logs) in this file")
-    p.add_argument(
-        "extra", nargs=argparse.REMAINDER, help="after --: more arguments for `edgeyolo run`"
-    )
-    args = p.parse_args(argv)
+def _check_args(args: argparse.Namespace) -> None:
     if args.duration <= 0 or args.interval <= 0:
-        p.error("--duration and --interval must be positive")
+        raise ConfigError(
+            f"--duration {args.duration} and --interval {args.interval} must be positive"
+        )
     if not args.config.is_file():
-        p.error(f"--config {args.config}: no such file")
+        raise ConfigError(f"--config {args.config}: no such file")
     if args.warmup is None:
         args.warmup = args.duration / 4
     args.extra = [a for a in args.extra if a != "--"] if args.extra else []
-    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """Run, sample, stop; print the JSON report; 0 when nothing grew and it stopped cleanly."""
+    _check_args(args)
     cmd = [args.python, "-m", "edgeyolo", "run", "--loop", "-c", str(args.config), *args.extra]
     log_file = args.log or Path(tempfile.mkstemp(prefix="edgeyolo-soak-", suffix=".log")[1])
     failures: list[str] = []
@@ -235,7 +207,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("soak failed: " + "; ".join(failures) + "\nlast log lines:\n")
         sys.stderr.write("\n".join(tail) + "\n")
     return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,8 @@
-#!/usr/bin/env python3
-"""MQTT numbers on the demo: delivery latency, messages per second per topic, outage loss.
+"""``edgeyolo bench mqtt``: MQTT delivery latency, messages per second per topic, outage loss.
 
-Runs ``python -m edgeyolo run --loop`` on the bundled demo config (JSON lines to a file as the
-ground truth of what was emitted) publishing to a mosquitto it starts on a free loopback port
-(or to the embedded broker with --broker embedded), subscribes to everything with aiomqtt,
+Runs ``python -m edgeyolo run --loop`` on a config (default: the bundled demo; JSON lines to a
+file as the ground truth of what was emitted) publishing to a mosquitto it starts on a free port
+on loopback (or to the embedded broker with --broker embedded), subscribes to everything,
 and prints:
 
 - capture -> subscriber latency of the per-frame stream (median, p99), and the MQTT share of
@@ -13,7 +12,7 @@ and prints:
   again; stream events emitted vs received across it, and whether the latest count state
   and availability/discovery came back.
 
-Example: scripts/mqtt-bench --seconds 30 --outage 5
+Example: edgeyolo bench mqtt --seconds 30 --outage 5
 Needs mosquitto (apt-get install mosquitto) unless --broker embedded.
 """
 
@@ -33,10 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from edgeyolo.commands._common import config_path
+from edgeyolo.errors import EdgeYoloError
+
+# (arrival time, topic, payload, retained)
+Message = tuple[float, str, bytes, bool]
 
 
 def free_port() -> int:
@@ -64,7 +66,7 @@ def wait_port(port: int, timeout: float = 120.0) -> None:
             time.sleep(0.1)
         else:
             return
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+    raise EdgeYoloError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 class Recorder:
@@ -72,10 +74,12 @@ class Recorder:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        self.messages: list[tuple[float, str, bytes, bool]] = []
+        self.messages: list[Message] = []
         self.task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
+        import aiomqtt  # noqa: PLC0415 - keeps `edgeyolo --help` fast
+
         while True:
             try:
                 async with aiomqtt.Client("127.0.0.1", self.port) as c:
@@ -92,20 +96,23 @@ def q(values: list[float], p: float) -> float:
     return v[min(len(v) - 1, round(p * (len(v) - 1)))]
 
 
-async def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=30.0, help="steady run before any outage")
-    ap.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the numbers")
-    ap.add_argument("--outage", type=float, default=0.0, help="stop mosquitto this long")
-    ap.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
-    ap.add_argument("-c", "--config", type=Path, default=REPO / "config" / "demo.yaml")
-    args = ap.parse_args()
+def main(args: argparse.Namespace) -> int:
+    """Run the measurement and print its JSON report."""
     tmp = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
     port = free_port()
-    broker = start_mosquitto(tmp, port) if args.broker == "mosquitto" else None
+    embedded = args.broker != "mosquitto"
+    cfg, events = bench_config(config_path(args.config), tmp, port, embedded=embedded)
+    broker = None if embedded else start_mosquitto(tmp, port)
+    report, messages, t_end_steady = asyncio.run(measure(args, tmp, port, broker, cfg))
+    summarize(report, messages, t_end_steady, args.warmup, events)
+    print(json.dumps(report, indent=2))
+    return 0
 
-    data = yaml.safe_load(args.config.read_text())
-    base = args.config.resolve().parent
+
+def bench_config(config: Path, tmp: Path, port: int, *, embedded: bool) -> tuple[Path, Path]:
+    """A copy of ``config`` in ``tmp`` with absolute paths, events to a file, MQTT on ``port``."""
+    data = yaml.safe_load(config.read_text())
+    base = config.resolve().parent
     for cam in data["cameras"]:
         if isinstance(cam["source"], str) and not Path(cam["source"]).is_absolute():
             cam["source"] = str((base / cam["source"]).resolve())
@@ -115,13 +122,24 @@ async def main() -> int:
     data.setdefault("sinks", {})["jsonl"] = {"enabled": True, "path": str(events)}
     mqtt: dict[str, Any] = {"device_id": "bench"}
     mqtt.update(
-        {"url": f"mqtt://127.0.0.1:{port}"}
-        if broker
-        else {"url": "embedded", "embedded_port": port}
+        {"url": "embedded", "embedded_port": port}
+        if embedded
+        else {"url": f"mqtt://127.0.0.1:{port}"}
     )
     data["sinks"]["mqtt"] = mqtt
     cfg = tmp / "config.yaml"
     cfg.write_text(yaml.safe_dump(data))
+    return cfg, events
+
+
+async def measure(
+    args: argparse.Namespace,
+    tmp: Path,
+    port: int,
+    broker: subprocess.Popen[bytes] | None,
+    cfg: Path,
+) -> tuple[dict[str, Any], list[Message], float]:
+    """Run the service and a subscriber: the report so far, every message, end of steady."""
     log = (tmp / "service.log").open("wb")
     cmd = [
         sys.executable,
@@ -135,12 +153,12 @@ async def main() -> int:
         "json",
     ]
     svc = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
-        cmd, stdout=subprocess.DEVNULL, stderr=log, cwd=REPO
+        cmd, stdout=subprocess.DEVNULL, stderr=log
     )
     report: dict[str, Any] = {"broker": args.broker, "folder": str(tmp)}
+    rec = Recorder(port)
     try:
         wait_port(port)
-        rec = Recorder(port)
         rec.task = asyncio.create_task(rec.run())
         await asyncio.sleep(args.warmup + args.seconds)
         t_end_steady = time.time()
@@ -163,8 +181,19 @@ async def main() -> int:
             broker.send_signal(signal.SIGTERM)
             broker.wait(10)
 
-    live = [(t, topic, p) for t, topic, p, retained in rec.messages if not retained]
-    t0 = live[0][0] + args.warmup
+    return report, rec.messages, t_end_steady
+
+
+def summarize(
+    report: dict[str, Any],
+    messages: list[Message],
+    t_end_steady: float,
+    warmup: float,
+    events: Path,
+) -> None:
+    """Add rates, latencies and (after an outage) losses to ``report``."""
+    live = [(t, topic, p) for t, topic, p, retained in messages if not retained]
+    t0 = live[0][0] + warmup
     steady = [m for m in live if t0 <= m[0] <= t_end_steady]
     span = steady[-1][0] - steady[0][0]
     per_topic: dict[str, int] = {}
@@ -199,7 +228,7 @@ async def main() -> int:
             for e in [json.loads(p)]
         }
         lost = sorted(window - got)
-        after = [(t, topic, p) for t, topic, p, _r in rec.messages if t >= up]
+        after = [(t, topic, p) for t, topic, p, _r in messages if t >= up]
         report["outage"].update(
             {
                 "seconds": round(up - down, 2),
@@ -213,9 +242,3 @@ async def main() -> int:
                 "count_state_after": any("/count/" in t for _, t, _ in after),
             }
         )
-    print(json.dumps(report, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
