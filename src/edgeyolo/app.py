@@ -224,6 +224,8 @@ class Service:
             for src in self.sources:
                 stack.push_async_callback(src.close)
             self.metrics.declare([p.camera for p in self.pipelines], [r.name for r in self.runners])
+            for p in self.pipelines:
+                self.metrics.watch_source(p.camera, p.source.stats)
             if http.enabled:
                 server = HttpServer(
                     http.host,

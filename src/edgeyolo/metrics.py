@@ -16,7 +16,7 @@ Metric names (all documented in docs/deploy.md, used by deploy/grafana/):
 name                                         type       labels      set by
 ===========================================  =========  ==========  =============================
 edgeyolo_build_info                          gauge      version     constructor (always 1)
-edgeyolo_frames_captured_total               counter    camera      ``frame_captured``
+edgeyolo_frames_captured_total               counter    camera      ``watch_source`` (scraped)
 edgeyolo_frames_dropped_total                counter    camera      ``frames_dropped``
 edgeyolo_inference_seconds                   histogram  engine      ``inference_seconds``
 edgeyolo_stage_seconds                       histogram  stage       ``stage_seconds``
@@ -39,6 +39,7 @@ process_resident_memory_bytes, process_open_fds, process_cpu_seconds_total, ...
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,15 @@ class MqttReport(Protocol):
     def published(self) -> int: ...
 
 
+class SourceCounts(Protocol):
+    """What ``Metrics.watch_source`` reads when scraped (a capture source's stats)."""
+
+    @property
+    def captured(self) -> int:
+        """Frames the camera delivered to its pipeline (processed or dropped)."""
+        ...
+
+
 class MqttSource(Protocol):
     """What ``Metrics.watch_mqtt`` reads when scraped (the MQTT sink)."""
 
@@ -173,6 +183,11 @@ class Metrics:
         self.last_inference: dict[str, float] = {}
         self._failures: dict[str, int] = {}
         self._dropped_seen: dict[str, int] = {}
+        # Frames captured per camera: read from the source when watched (what the camera
+        # delivered, processed or dropped), else counted by ``frame_captured``.
+        self._sources: dict[str, SourceCounts] = {}
+        self._captured: dict[str, int] = {}
+        self._captured_lock = threading.Lock()
         self._mqtt: MqttStats | None = None
         self._mqtt_source: MqttSource | None = None
         self._mqtt_down_since: float | None = None
@@ -186,13 +201,6 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         ).labels(__version__).set(1)
-        self._frames = Counter(
-            "frames_captured",
-            "Frames delivered by a camera to its pipeline.",
-            ["camera"],
-            namespace=NAMESPACE,
-            registry=reg,
-        )
         self._dropped = Counter(
             "frames_dropped",
             "Frames a camera's pipeline dropped (latest frame wins; dropped when busy).",
@@ -242,7 +250,8 @@ class Metrics:
     def declare(self, cameras: Iterable[str], engines: Iterable[str]) -> None:
         """Create the labelled series at zero so rates and dashboards work before traffic."""
         for cam in cameras:
-            self._frames.labels(cam)
+            with self._captured_lock:
+                self._captured.setdefault(cam, 0)
             self._dropped.labels(cam)
             self._e2e.labels(cam)
         for eng in engines:
@@ -271,9 +280,23 @@ class Metrics:
         self.stage_seconds("emit", timings.emit_ms / 1e3)
         self.e2e_seconds(camera, timings.e2e_ms / 1e3)
 
+    def watch_source(self, camera: str, stats: SourceCounts) -> None:
+        """Read ``camera``'s captured frames from its source's ``stats`` when scraped.
+
+        ``edgeyolo_frames_captured_total`` then counts what the camera delivered, so it equals
+        processed (``edgeyolo_e2e_seconds_count``) + dropped, give or take the frames in
+        flight at the moment of the scrape.
+        """
+        self._sources[camera] = stats
+
     def frame_captured(self, camera: str, *, now: float | None = None) -> None:
-        """A camera delivered a frame (counts it and marks the camera alive)."""
-        self._frames.labels(camera).inc()
+        """A camera's frame reached its pipeline: marks the camera alive.
+
+        Also counts it as captured, unless the camera's source is watched (``watch_source``).
+        """
+        if camera not in self._sources:
+            with self._captured_lock:
+                self._captured[camera] = self._captured.get(camera, 0) + 1
         self.last_frame[camera] = self._clock() if now is None else now
 
     def frames_dropped(self, camera: str, n: int = 1) -> None:
@@ -450,6 +473,18 @@ class _LiveCollector:
     def collect(self) -> Iterator[Metric]:
         m = self._m
         now = m._clock()
+        captured = CounterMetricFamily(
+            f"{NAMESPACE}_frames_captured",
+            "Frames a camera delivered to its pipeline (processed + dropped).",
+            labels=["camera"],
+        )
+        with m._captured_lock:
+            counts = dict(m._captured)
+        for cam, source in m._sources.items():
+            counts[cam] = source.captured
+        for cam, n in sorted(counts.items()):
+            captured.add_metric([cam], n)
+        yield captured
         frame_age = GaugeMetricFamily(
             f"{NAMESPACE}_last_frame_age_seconds",
             "Seconds since the camera last delivered a frame.",
