@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
     from edgeyolo.sinks.mqtt import MqttSink
+    from edgeyolo.sinks.objects import CameraObjects
     from edgeyolo.stages import Stage
 
 _log = structlog.get_logger("edgeyolo.app")
@@ -97,7 +98,27 @@ def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
     ]
     http = config.http
     url = configuration_url(http.host, http.port, socket.gethostname()) if http.enabled else None
-    return MqttSink(config.sinks.mqtt, routes, configuration_url=url)
+    return MqttSink(
+        config.sinks.mqtt, routes, configuration_url=url, objects=camera_objects(config)
+    )
+
+
+def camera_objects(config: Config) -> list[CameraObjects]:
+    """Per camera: its zones and lines and the tracked models that run on it (for MQTT)."""
+    from edgeyolo.sinks.objects import CameraObjects  # noqa: PLC0415
+
+    def labels(v: list[str] | None) -> tuple[str, ...] | None:
+        return None if v is None else tuple(v)
+
+    return [
+        CameraObjects(
+            cam.name,
+            zones=tuple((z.name, labels(z.labels)) for z in cam.zones),
+            lines=tuple((ln.name, labels(ln.labels)) for ln in cam.lines),
+            tracked=tuple(m.name for m in config.models_for(cam.name) if m.tracking.enabled),
+        )
+        for cam in config.cameras
+    ]
 
 
 def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = None) -> list[Sink]:

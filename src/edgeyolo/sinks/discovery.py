@@ -54,6 +54,9 @@ class CameraEntities:
     counts: list[tuple[str, str]] = field(default_factory=list)  # (label, label segment)
     occupancy: bool = False
     pose_models: list[tuple[str, str]] = field(default_factory=list)  # (model, model segment)
+    # Tracked objects: (zone, zone segment, label, label segment), (line, line segment).
+    zones: list[tuple[str, str, str, str]] = field(default_factory=list)
+    lines: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,7 @@ def _camera_components(
             "icon": "mdi:human",
             "qos": options.qos_pose,
         }
+    cmps.update(_object_components(topics, cam, uid, options))
     for stat, template, unit, extra in (
         ("fps", "{{ value_json.fps }}", "fps", {}),
         (
@@ -200,6 +204,57 @@ def _camera_components(
             "qos": options.qos_stats,
             **extra,
         }
+    return cmps
+
+
+def _object_components(
+    topics: Topics, cam: CameraEntities, uid: str, options: DiscoveryOptions
+) -> dict[str, dict[str, Any]]:
+    """Zone occupancy and count per zone and label; in and out counters per line."""
+    cmps: dict[str, dict[str, Any]] = {}
+    zone_ids = ha_ids(dict.fromkeys(z for z, _zs, _l, _ls in cam.zones))
+    label_ids = ha_ids(dict.fromkeys(lb for _z, _zs, lb, _ls in cam.zones))
+    for zone, zone_seg, label, label_seg in cam.zones:
+        cid = f"zone_{zone_ids[zone]}_{label_ids[label]}"
+        topic = topics.zone(cam.segment, zone_seg, label_seg)
+        cmps[f"{cid}_occupancy"] = {
+            "p": "binary_sensor",
+            "name": f"{zone} {label} occupancy",
+            "unique_id": f"{uid}_{cid}_occupancy",
+            "device_class": "occupancy",
+            "state_topic": topic,
+            "value_template": "{{ 'ON' if value_json.occupied else 'OFF' }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "qos": options.qos_state,
+        }
+        cmps[f"{cid}_count"] = {
+            "p": "sensor",
+            "name": f"{zone} {label} count",
+            "unique_id": f"{uid}_{cid}_count",
+            "state_topic": topic,
+            "value_template": "{{ value_json.count }}",
+            "unit_of_measurement": _count_unit(label),
+            "state_class": "measurement",
+            "icon": "mdi:counter",
+            "qos": options.qos_state,
+        }
+    line_ids = ha_ids(line for line, _s in cam.lines)
+    for line, line_seg in cam.lines:
+        for direction in ("in", "out"):
+            cid = f"line_{line_ids[line]}_{direction}"
+            cmps[cid] = {
+                "p": "sensor",
+                "name": f"{line} {direction}",
+                "unique_id": f"{uid}_{cid}",
+                "state_topic": topics.line(cam.segment, line_seg),
+                "value_template": f"{{{{ value_json.{direction}_count }}}}",
+                "unit_of_measurement": "crossings",
+                # Counts restart at 0 with the service: total_increasing takes that as a reset.
+                "state_class": "total_increasing",
+                "icon": "mdi:transfer-right" if direction == "in" else "mdi:transfer-left",
+                "qos": options.qos_state,
+            }
     return cmps
 
 

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from edgeyolo.events import DetectionEvent, StatsEvent
+from edgeyolo.events import DetectionEvent, LineEvent, StatsEvent, TrackEvent, ZoneEvent
 from edgeyolo.sinks.derive import count_label, header, pose_summary
 from edgeyolo.sinks.discovery import CameraEntities, DiscoveryOptions, discovery_configs
 from edgeyolo.sinks.embedded_broker import EmbeddedBroker
 from edgeyolo.sinks.link import Link
+from edgeyolo.sinks.objects import CameraObjects, ObjectMessages, Out
 from edgeyolo.sinks.outbox import Message, Outbox
-from edgeyolo.sinks.topics import Layout, Topics
+from edgeyolo.sinks.topics import Layout, Segments, Topics
 from edgeyolo.tasks import TaskGroup
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class MqttSink:
         routes: Sequence[Route],
         *,
         configuration_url: str | None = None,
+        objects: Sequence[CameraObjects] = (),
     ) -> None:
         self.config = config
         self._configuration_url = configuration_url
@@ -99,6 +101,9 @@ class MqttSink:
         self._device_id = config.resolved_device_id()
         self._topics = Topics.for_config(config)
         self._layout = Layout(routes, config.count_labels, config.occupancy_label)
+        self._objects = ObjectMessages(objects, routes, config.count_labels)
+        self._zone_seg: dict[str, Segments] = {}
+        self._line_seg: dict[str, Segments] = {}
         self._cameras = [self._entities(camera) for camera in self._layout.cameras]
         if self._layout.missing and routes:
             self._log.warning(
@@ -128,6 +133,9 @@ class MqttSink:
         self._last_drop_log = -math.inf
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        now = time.monotonic()
+        for out in self._objects.initial():
+            self._object_message(out, now)
 
     # ----------------------------------------------------------------- public surface
 
@@ -178,6 +186,10 @@ class MqttSink:
             self._on_stats(event)
         elif isinstance(event, DetectionEvent):
             self._on_detections(event)
+        elif isinstance(event, TrackEvent | ZoneEvent | LineEvent):
+            now = time.monotonic()
+            for out in self._objects.on_event(event):
+                self._object_message(out, now)
 
     async def close(self) -> None:
         """Flush the latest state, publish 'offline' and disconnect, within close_timeout_s."""
@@ -267,7 +279,39 @@ class MqttSink:
             counts=[(label, lay.label(label)) for label in lay.counted(camera)],
             occupancy=lay.occupancy_model(camera) is not None,
             pose_models=[(m, lay.model(m)) for m in lay.pose_models(camera)],
+            zones=[
+                (z, self._zone_segment(camera, z), label, lay.label(label))
+                for z, label in self._objects.zone_entities.get(camera, [])
+            ],
+            lines=[
+                (ln, self._line_segment(camera, ln))
+                for ln in self._objects.line_entities.get(camera, [])
+            ],
         )
+
+    def _zone_segment(self, camera: str, zone: str) -> str:
+        return self._zone_seg.setdefault(camera, Segments())(zone)
+
+    def _line_segment(self, camera: str, line: str) -> str:
+        return self._line_seg.setdefault(camera, Segments())(line)
+
+    def _object_message(self, out: Out, now: float) -> None:
+        """Publish one message derived from tracked objects (sinks/objects.py)."""
+        what, camera = out.where[0], out.where[1]
+        cam = self._layout.camera(camera)
+        if what == "objects":
+            self._put(self._topics.objects(cam), out.payload, "pose")
+        elif what == "pose" and out.model is not None:
+            self._put(self._topics.pose(cam, self._layout.model(out.model)), out.payload, "pose")
+        elif what == "zone":
+            zone, label = out.where[2], out.where[3]
+            topic = self._topics.zone(
+                cam, self._zone_segment(camera, zone), self._layout.label(label)
+            )
+            self._update(topic, "state", out.key, out.payload, now)
+        elif what == "line":
+            topic = self._topics.line(cam, self._line_segment(camera, out.where[2]))
+            self._update(topic, "state", out.key, out.payload, now)
 
     # ------------------------------------------------------------- deriving messages
 
@@ -301,7 +345,8 @@ class MqttSink:
             n = count_label(ev.detections, label)
             payload = header(ev, "occupancy") | {"label": label, "occupied": n > 0, "count": n}
             self._update(self._topics.occupancy(cam), "state", n > 0, payload, now)
-        if ev.task == "pose":
+        # A tracked pose model's pose events come per track and posture change (_objects).
+        if ev.task == "pose" and not ev.tracked:
             s = pose_summary(
                 ev, with_posture=self.config.posture, label=self.config.occupancy_label
             )

@@ -10,6 +10,9 @@ nor start with ``$`` (reserved for broker topics such as ``$SYS``). Layout (docs
     <prefix>/<device>/<camera>/stats                 fps, stage latencies, drops (retained)
     <prefix>/<device>/<camera>/<model>/detections    every frame's detections (stream)
     <prefix>/<device>/<camera>/<model>/pose          pose events (on change)
+    <prefix>/<device>/<camera>/objects               tracked objects: lifecycle, zone, line events
+    <prefix>/<device>/<camera>/zone/<zone>/<label>   objects of a label in a zone (state, retained)
+    <prefix>/<device>/<camera>/line/<line>           in/out crossings of a line (state, retained)
     <discovery prefix>/device/<device>/config        Home Assistant device discovery
 
 The topology (:class:`Route`: which model runs on which camera, with which labels) decides
@@ -28,7 +31,7 @@ if TYPE_CHECKING:
     from edgeyolo.config.mqtt import MqttConfig
 
 # Segments directly under a camera that a model name must not shadow.
-RESERVED_UNDER_CAMERA = frozenset({"count", "occupancy", "stats"})
+RESERVED_UNDER_CAMERA = frozenset({"count", "occupancy", "stats", "objects", "zone", "line"})
 
 _UNSAFE = re.compile(r"[+#/\x00-\x1f\x7f\s]+")
 
@@ -109,6 +112,18 @@ class Topics:
     def pose(self, camera: str, model: str) -> str:
         """Pose events of ``model`` on ``camera``."""
         return f"{self.base}/{camera}/{model}/pose"
+
+    def objects(self, camera: str) -> str:
+        """Tracked-object events of ``camera`` (lifecycle, zone, line)."""
+        return f"{self.base}/{camera}/objects"
+
+    def zone(self, camera: str, zone: str, label: str) -> str:
+        """Objects of ``label`` in ``zone`` of ``camera`` (state)."""
+        return f"{self.base}/{camera}/zone/{zone}/{label}"
+
+    def line(self, camera: str, line: str) -> str:
+        """Crossings of ``line`` of ``camera`` (state)."""
+        return f"{self.base}/{camera}/line/{line}"
 
 
 @dataclass(frozen=True, slots=True)

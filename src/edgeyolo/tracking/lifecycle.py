@@ -47,6 +47,7 @@ class TrackRecord:
     """What is known about one confirmed track."""
 
     track_id: int
+    class_id: int
     label: str
     first_seen: float
     last_seen: float
@@ -66,6 +67,7 @@ class TrackRecord:
         d: dict[str, Any] = {
             "id": self.track_id,
             "label": self.label,
+            "class_id": self.class_id,
             "first_seen": round(self.first_seen, 6),
             "last_seen": round(self.last_seen, 6),
             "dwell_s": round(self.last_seen - self.first_seen, 3),

@@ -190,6 +190,7 @@ class ObjectTracker:
         box = tuple(float(v) for v in dets.boxes[t.det])
         rec = TrackRecord(
             track_id=t.track_id,
+            class_id=t.class_id,
             label=self.label(t.class_id),
             first_seen=t.first_seen,
             last_seen=t.last_seen,
