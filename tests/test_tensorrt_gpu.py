@@ -26,7 +26,7 @@ if _REASON is not None:
     pytest.skip(f"no CUDA here: {_REASON}", allow_module_level=True)
 
 import fake_tensorrt  # noqa: E402
-from edgeyolo.config import ModelConfig, TensorRTConfig  # noqa: E402
+from edgeyolo.config import GpuPathConfig, ModelConfig, TensorRTConfig  # noqa: E402
 from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: E402
 from edgeyolo.gpu import CudaContext  # noqa: E402
 from edgeyolo.preprocess import Preprocessor  # noqa: E402
@@ -35,6 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 DET = REPO / "models" / "edgeyolo-demo-det.onnx"
 POSE = REPO / "models" / "edgeyolo-demo-pose.onnx"
 VIDEO = REPO / "media" / "demo-scene.mp4"
+# These tests compare raw engine outputs: decode on the CPU (the GPU letterbox is still used).
+RAW = GpuPathConfig(decode="cpu")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -99,7 +101,7 @@ def test_backend_outputs_match_onnxruntime(trt, tmp_path, executor):
     ]
 
     async def main() -> list[tuple[str, float]]:
-        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache", gpu=RAW))
         try:
             engines = [backend.open_engine(m) for m in models]
             spec = engines[0].info.input
@@ -136,7 +138,9 @@ def test_fp16_io_engine_returns_float32(trt, tmp_path):
     model = ModelConfig(name="det16", path=path, task="detect")
 
     async def main() -> tuple[np.ndarray, np.ndarray]:
-        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache", wait="callback"))
+        backend = TensorRTBackend(
+            TensorRTConfig(cache_dir=tmp_path / "cache", wait="callback", gpu=RAW)
+        )
         try:
             engine = backend.open_engine(model)
             assert engine.info.input.dtype == np.float16

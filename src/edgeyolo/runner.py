@@ -18,7 +18,7 @@ import structlog
 
 from edgeyolo.engines.model import check_model
 from edgeyolo.events import Detection
-from edgeyolo.postprocess import Detections, Thresholds, decode
+from edgeyolo.postprocess import Candidates, Detections, Thresholds, decode
 from edgeyolo.stages import ModelOutput
 
 if TYPE_CHECKING:
@@ -97,8 +97,8 @@ class ModelRunner:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def decode(self, raw: npt.NDArray[np.float32], letterbox: Letterbox) -> Detections:
-        """Raw engine output of one frame -> canonical arrays in source pixels."""
+    def decode(self, raw: npt.NDArray[np.float32] | Candidates, letterbox: Letterbox) -> Detections:
+        """Raw engine output (or GPU-decoded candidates) of one frame -> source-pixel arrays."""
         info = self.engine.info
         return decode(raw, letterbox, self.thresholds, info.num_classes, info.kpt_shape)
 

@@ -57,6 +57,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="time only preprocessing and postprocessing (CPU), against the seed's way",
     )
+    p.add_argument(
+        "--gpu-path",
+        action="store_true",
+        help="TensorRT only: engine-only vs whole-pipeline fps, and host CPU per frame, with "
+        "the GPU letterbox/decode against the CPU ones",
+    )
     p.set_defaults(func=main)
     # Longer-running tools: `edgeyolo bench TOOL ...`; plain `edgeyolo bench` is the above.
     tools = p.add_subparsers(
@@ -237,6 +243,10 @@ def main(args: argparse.Namespace) -> int:
     cfg = load(args.config, log_format=None, log_level="warning")
     if args.waits:
         report = bench_waits(max(args.frames, 50))
+    elif args.gpu_path:
+        from edgeyolo.gpu.pathbench import bench_gpu_path  # noqa: PLC0415
+
+        report = bench_gpu_path(cfg, args.frames, bench_pipeline)
     elif args.cpu_stages:
         report = bench_cpu_stages(cfg, args.frames)
     else:

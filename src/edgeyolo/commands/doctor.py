@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeyolo.commands._common import DEMO_VIDEO
-from edgeyolo.config import TensorRTConfig
+from edgeyolo.config import GpuPathConfig, TensorRTConfig
 from edgeyolo.errors import SourceError
 
 Status = Literal["ok", "FAIL", "warn", "info"]
@@ -210,7 +210,8 @@ async def _engine_vs_onnxruntime(
     cfg = ModelConfig(name="doctor", path=model, task=task, precision=precision)
     img = _frame(image)
     start = time.perf_counter()
-    backend = TensorRTBackend(TensorRTConfig(cache_dir=cache_dir))
+    # The raw output is compared, so decode stays on the CPU here (the letterbox may be GPU).
+    backend = TensorRTBackend(TensorRTConfig(cache_dir=cache_dir, gpu=GpuPathConfig(decode="cpu")))
     try:
         engine = ModelRunner.open(backend, cfg).engine
         ready = time.perf_counter() - start
@@ -220,7 +221,10 @@ async def _engine_vs_onnxruntime(
         Preprocessor(*spec.hw)(img, blob)
         slot = backend.allocate_input(spec)
         slot.fill(img)
-        out = (await engine.infer(slot)).copy()
+        raw = await engine.infer(slot)
+        if not isinstance(raw, np.ndarray):
+            raise TypeError("the engine decoded on the GPU; doctor compares raw outputs")
+        out = raw.copy()
     finally:
         backend.close()
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])

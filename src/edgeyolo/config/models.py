@@ -157,6 +157,32 @@ class OnnxRuntimeConfig(Strict):
         raise ValueError("expected 'auto', 0 (ONNX Runtime's default) or a positive count")
 
 
+class GpuPathConfig(Strict):
+    """Where the TensorRT backend letterboxes frames and decodes outputs."""
+
+    preprocess: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="'gpu': upload the raw frame once and letterbox it with a CUDA kernel; "
+        "'cpu': letterbox with OpenCV and upload the model input (the ONNX Runtime way).",
+    )
+    decode: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="'gpu': threshold and compact candidates with a CUDA kernel and copy only "
+        "those back; 'cpu': copy the whole output back and decode it with numpy.",
+    )
+    decode_capacity: int = Field(
+        4096,
+        ge=16,
+        le=30000,
+        description="Candidates per frame the GPU decode keeps; a frame with more (overflow) "
+        "is decoded on the CPU from the full output instead, and counted.",
+    )
+    kernel_cache: Path = Field(
+        Path("~/.cache/edgeyolo/kernels"),
+        description="Where the CUDA kernels compiled at start-up (NVRTC) are cached.",
+    )
+
+
 class TensorRTConfig(Strict):
     """TensorRT backend settings."""
 
@@ -171,6 +197,10 @@ class TensorRTConfig(Strict):
     wait: Literal["poll", "callback"] = Field(
         "poll",
         description="How the loop learns that the GPU finished: polling events or host callbacks.",
+    )
+    gpu: GpuPathConfig = Field(
+        default_factory=GpuPathConfig,
+        description="GPU letterbox and decode (CUDA kernels) or the CPU ones.",
     )
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from edgeyolo.config import ModelConfig
     from edgeyolo.frames import Letterbox
+    from edgeyolo.postprocess import Candidates
     from edgeyolo.preprocess import Preprocessor
 
 Task = Literal["detect", "pose"]
@@ -126,8 +127,11 @@ class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32]:
+    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates:
         """Run the model on ``slot`` and return its raw output (1 x rows x anchors, float32).
+
+        An engine that decodes on the device (TensorRT's GPU decode) returns the
+        ``Candidates`` above its model's threshold instead; ``postprocess.decode`` takes both.
 
         The array stays valid until the next ``infer`` on this engine; callers copy what
         they keep. At most one ``infer`` per engine is in flight.

@@ -11,6 +11,11 @@ Buffers are allocated and bound (``set_tensor_address``) once; only the input ad
 re-bound when the pipeline alternates between slots. FP16 I/O engines get FP16 slots (the
 preprocessor writes FP16 directly) and their FP16 outputs are converted to float32 on the host.
 
+GPU path (``tensorrt.gpu``, default): ``fill`` uploads the raw frame once and a letterbox kernel
+writes the device input (``commit`` of a host array stays for callers that fill ``host``), and
+each engine's decode kernel runs right after ``execute_async_v3`` so ``infer`` returns the
+compacted ``Candidates`` (engines/trt_gpu.py). Results equal the CPU path's.
+
 ``tensorrt`` and ``cuda`` are imported inside functions only: this module imports anywhere.
 """
 
@@ -35,12 +40,16 @@ from edgeyolo.engines.cache import (
 from edgeyolo.engines.model import check_model, info_from_metadata
 from edgeyolo.engines.trt_runtime import tensorrt_unavailable_reason
 from edgeyolo.errors import ModelError
+from edgeyolo.gpu.errors import CudaError
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
     from edgeyolo.config import ModelConfig, TensorRTConfig
+    from edgeyolo.engines.trt_gpu import DeviceDecode, GpuFill, GpuKernels
+    from edgeyolo.frames import Letterbox
     from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, PinnedBuffer, Stream, Waiter
+    from edgeyolo.postprocess import Candidates
 
 __all__ = [
     "TensorRTBackend",
@@ -187,14 +196,17 @@ def _as_metadata(meta: dict[str, Any]) -> dict[str, str]:
 class TensorRTInputSlot(HostFill):
     """Pinned host input + its device copy, uploaded once per frame for all engines.
 
-    ``fill`` letterboxes on the CPU into the pinned array, then ``commit`` uploads it.
+    ``fill`` with the GPU letterbox (``gpu``): the raw frame goes up once and a kernel writes
+    the device input; without it: the CPU letterbox into the pinned array, then ``commit``
+    uploads that.
     """
 
-    def __init__(self, spec: TensorSpec, upload: Stream) -> None:
+    def __init__(self, spec: TensorSpec, upload: Stream, gpu: GpuFill | None = None) -> None:
         from edgeyolo.gpu import DeviceBuffer, Event, PinnedBuffer  # noqa: PLC0415
 
         self._spec = spec
         self._upload = upload
+        self._gpu = gpu
         self._pinned: PinnedBuffer = PinnedBuffer(spec.shape, spec.dtype)
         try:
             self._device: DeviceBuffer = DeviceBuffer(self._pinned.nbytes)
@@ -223,17 +235,31 @@ class TensorRTInputSlot(HostFill):
         if not any(r is done for r in self._readers):
             self._readers.append(done)
 
-    def commit(self) -> None:
-        """Enqueue one host-to-device copy and record ``ready``; returns at once."""
+    def _wait_readers(self) -> None:
         # An engine closed on its own synchronized its stream first: nothing left to wait for.
         self._readers = [r for r in self._readers if not r.closed]
         for reader in self._readers:
             # Never overwrite the device input while an engine may still be reading it.
             self._upload.wait_event(reader)
+
+    def fill(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        """Letterbox ``image`` into the device input (GPU or CPU letterbox); returns at once."""
+        if self._gpu is None:
+            return super().fill(image)
+        self._wait_readers()
+        lb = self._gpu.fill(image, self._device.ptr, self._upload)
+        self.ready.record(self._upload)
+        return lb
+
+    def commit(self) -> None:
+        """Enqueue one host-to-device copy of ``host`` and record ``ready``; returns at once."""
+        self._wait_readers()
         self._upload.copy_htod(self._device, self._pinned)
         self.ready.record(self._upload)
 
     def close(self) -> None:
+        if self._gpu is not None:
+            self._gpu.close()
         self.ready.close()
         self._device.close()
         self._pinned.close()
@@ -302,6 +328,7 @@ class TensorRTEngine:
         )
         self._bound_input = 0
         self._busy = False
+        self._decode: DeviceDecode | None = None
         self.last_enqueue_ms = 0.0
         self.last_gpu_ms = 0.0
 
@@ -333,6 +360,23 @@ class TensorRTEngine:
     def info(self) -> ModelInfo:
         return self._info
 
+    @property
+    def output_layout(self) -> tuple[tuple[int, ...], np.dtype[Any]]:
+        """Shape and element type of the engine's output as it sits on the device."""
+        arr = self._outputs[0].host.array
+        return tuple(arr.shape), arr.dtype
+
+    @property
+    def gpu_decode(self) -> DeviceDecode | None:
+        """The GPU decode, when ``infer`` returns candidates instead of the raw output."""
+        return self._decode
+
+    def use_gpu_decode(self, decode: DeviceDecode | None) -> None:
+        """Decode on the GPU from now on (``infer`` returns ``Candidates``); None: raw output."""
+        if self._decode is not None:
+            self._decode.close()
+        self._decode = decode
+
     def enqueue(self, slot: InputSlot) -> Event:
         """Enqueue this engine's work for ``slot`` on its stream; returns the done event."""
         context = self._context
@@ -359,8 +403,11 @@ class TensorRTEngine:
             raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
         if self._t1 is not None:
             self._t1.record(stream)
-        for out in self._outputs:
-            stream.copy_dtoh(out.host, out.device)
+        if self._decode is not None:
+            self._decode.enqueue(self._outputs[0].device.ptr, stream)
+        else:
+            for out in self._outputs:
+                stream.copy_dtoh(out.host, out.device)
         self._done.record(stream)
         slot.add_reader(self._done)
         self.last_enqueue_ms = (time.perf_counter() - start) * 1e3
@@ -377,8 +424,9 @@ class TensorRTEngine:
         np.copyto(self._out32, host, casting="same_kind")
         return self._out32
 
-    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32]:
-        """Run on ``slot`` (committed) and return the raw float32 output."""
+    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates:
+        """Run on ``slot`` (filled) and return the raw float32 output, or with the GPU decode
+        the candidates above the threshold (the raw output on an overflow frame)."""
         if self._busy:
             raise RuntimeError(f"engine '{self._name}': one infer at a time")
         self._busy = True
@@ -386,7 +434,21 @@ class TensorRTEngine:
             done = self.enqueue(slot)
             # The polling waiter keeps its own per-stream estimate of the GPU time.
             await self._waiter.wait(done, self._stream)
-            return self.result()
+            decode = self._decode
+            if decode is None:
+                return self.result()
+            step = decode.after_wait(self._stream)
+            if step == "overflow":
+                for out in self._outputs:
+                    self._stream.copy_dtoh(out.host, out.device)
+            if step != "done":
+                self._done.record(self._stream)
+                await self._waiter.wait(self._done, self._stream)
+            if step == "overflow":
+                return self.result()
+            if self._t0 is not None and self._t1 is not None:
+                self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
+            return decode.candidates(0)
         finally:
             self._busy = False
 
@@ -402,6 +464,7 @@ class TensorRTEngine:
         self._stream.synchronize()
         self._context = None  # TensorRT objects are freed when the last reference goes
         self._engine = None
+        self.use_gpu_decode(None)
         self._release()
 
 
@@ -434,6 +497,25 @@ class TensorRTBackend:
             tensorrt=self._trt_version,
             wait=config.wait,
         )
+        self._kernels = self._load_kernels(config)
+
+    def _load_kernels(self, config: TensorRTConfig) -> GpuKernels | None:
+        """The GPU path's kernels, or None (CPU letterbox and decode) when unwanted/unusable."""
+        if config.gpu.preprocess == "cpu" and config.gpu.decode == "cpu":
+            return None
+        from edgeyolo.engines.trt_gpu import GpuKernels  # noqa: PLC0415
+
+        try:
+            return GpuKernels(self._ctx, config.gpu)
+        except (ImportError, OSError, CudaError) as exc:
+            # Same results either way (the kernels match the CPU path): keep running.
+            self._log.warning(
+                "gpu path unavailable: letterbox and decode run on the CPU",
+                error=f"{type(exc).__name__}: {exc}",
+                hint="cuda-python with NVRTC (pip install cuda-bindings nvidia-cuda-nvrtc), "
+                "or set tensorrt.gpu.preprocess/decode: cpu",
+            )
+            return None
 
     @property
     def context(self) -> CudaContext:
@@ -481,7 +563,23 @@ class TensorRTBackend:
             timing=self._timing,
         )
         try:
-            check_model(model, trt_engine.info)
+            _labels, class_ids = check_model(model, trt_engine.info)
+            if self._kernels is not None and self._kernels.decode is not None:
+                from edgeyolo.engines.trt_gpu import DeviceDecode  # noqa: PLC0415
+
+                info = trt_engine.info
+                trt_engine.use_gpu_decode(
+                    DeviceDecode(
+                        model.name,
+                        self._kernels.decode,
+                        trt_engine.output_layout,
+                        info.num_classes,
+                        info.kpt_shape,
+                        model.conf,
+                        class_ids,
+                        self._config.gpu.decode_capacity,
+                    )
+                )
         except BaseException:
             trt_engine.close()
             raise
@@ -491,7 +589,18 @@ class TensorRTBackend:
     def allocate_input(self, spec: TensorSpec) -> TensorRTInputSlot:
         """A pinned + device input slot for ``spec`` (FP16 when the engines' input is)."""
         self._ctx.check_thread()
-        slot = TensorRTInputSlot(spec, self._upload)
+        gpu = None
+        if self._kernels is not None and self._kernels.letterbox is not None:
+            from edgeyolo.engines.trt_gpu import GpuFill  # noqa: PLC0415
+
+            h, w = spec.hw
+            gpu = GpuFill(self._kernels.letterbox, spec.dtype, w, h, self._kernels.integrated)
+        try:
+            slot = TensorRTInputSlot(spec, self._upload, gpu)
+        except BaseException:
+            if gpu is not None:
+                gpu.close()
+            raise
         self._slots.append(slot)
         return slot
 
@@ -504,6 +613,9 @@ class TensorRTBackend:
         for slot in reversed(self._slots):
             slot.close()
         self._slots.clear()
+        if self._kernels is not None:
+            self._kernels.close()
+            self._kernels = None
         self._waiter.close()
         self._upload.close()
         self._ctx.close()

@@ -21,12 +21,18 @@ class PinnedBuffer(Closing):
     read the old pages. The array must not be used after ``close()``.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: npt.DTypeLike) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: npt.DTypeLike, mapped: bool = False) -> None:
         self._drv = driver()
         dt = np.dtype(dtype)
         self.nbytes = max(1, math.prod(shape) * dt.itemsize)
-        # Under unified addressing this pointer is also valid on the device.
-        self.ptr: int = int(check(self._drv.cuMemHostAlloc(self.nbytes, 0), "cuMemHostAlloc"))
+        flags = 0x02 if mapped else 0  # CU_MEMHOSTALLOC_DEVICEMAP
+        self.ptr: int = int(check(self._drv.cuMemHostAlloc(self.nbytes, flags), "cuMemHostAlloc"))
+        # Mapped memory is read by kernels in place (integrated GPUs: no copy at all).
+        self.device_ptr = self.ptr
+        if mapped:
+            self.device_ptr = int(
+                check(self._drv.cuMemHostGetDevicePointer(self.ptr, 0), "cuMemHostGetDevicePointer")
+            )
         raw = (ctypes.c_ubyte * self.nbytes).from_address(self.ptr)
         self.array: npt.NDArray[Any] = (
             np.frombuffer(memoryview(raw), dtype=np.uint8, count=math.prod(shape) * dt.itemsize)

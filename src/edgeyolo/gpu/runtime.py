@@ -66,6 +66,16 @@ class CudaContext(Closing):
         return int(major), int(minor)
 
     @property
+    def integrated(self) -> bool:
+        """True for a GPU sharing the host's memory (Jetson): mapped pinned memory, no copy."""
+        attr = self._drv.CUdevice_attribute
+        value = check(
+            self._drv.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_INTEGRATED, self._device),
+            "cuDeviceGetAttribute",
+        )
+        return bool(value)
+
+    @property
     def driver_version(self) -> tuple[int, int]:
         """The CUDA version the driver supports, e.g. (12, 6)."""
         v = int(check(self._drv.cuDriverGetVersion(), "cuDriverGetVersion"))

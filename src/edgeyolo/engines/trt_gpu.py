@@ -1,0 +1,199 @@
+"""The TensorRT backend's GPU path: kernels loaded once, slots that letterbox on the GPU, and
+engines that decode on the GPU.
+
+- ``GpuKernels``: the letterbox and decode modules, compiled with NVRTC for this GPU (cached
+  on disk) and loaded into the backend's context, as ``tensorrt.gpu`` in the config asks.
+- ``GpuFill``: per input slot, a pinned staging buffer the frame is copied into, ONE upload of
+  the raw BGR frame (none on integrated GPUs such as Jetson: the kernel reads mapped pinned
+  memory in place), then the letterbox kernel writes the engines' input buffer directly.
+- ``DeviceDecode``: per engine, the decode kernel right after ``execute_async_v3`` on the
+  engine's stream; only the counter and the candidates come back. Overflow (more candidates
+  than ``decode_capacity``) is counted, logged at most once a minute, and that frame falls back
+  to the full output and the CPU decode, so results never depend on the capacity.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edgeyolo.closing import Closing
+
+if TYPE_CHECKING:
+    from edgeyolo.config import GpuPathConfig
+    from edgeyolo.frames import Letterbox
+    from edgeyolo.gpu import CudaContext, DeviceBuffer, PinnedBuffer, Stream
+    from edgeyolo.gpu.decode import GpuDecoder
+    from edgeyolo.gpu.letterbox import GpuLetterbox
+    from edgeyolo.gpu.nvrtc import Module
+    from edgeyolo.postprocess import Candidates
+
+OVERFLOW_LOG_S = 60.0
+
+
+class GpuKernels(Closing):
+    """The kernel modules the config's GPU path needs, loaded into ``ctx``."""
+
+    def __init__(self, ctx: CudaContext, config: GpuPathConfig) -> None:
+        from edgeyolo.gpu.nvrtc import load_kernels  # noqa: PLC0415
+
+        self.config = config
+        self.integrated = ctx.integrated
+        arch = ctx.compute_capability
+        cache = config.kernel_cache.expanduser()
+        start = time.perf_counter()
+        self.letterbox: Module | None = None
+        self.decode: Module | None = None
+        if config.preprocess == "gpu":
+            self.letterbox = load_kernels("letterbox", arch, cache)
+        try:
+            if config.decode == "gpu":
+                self.decode = load_kernels("decode", arch, cache)
+        except BaseException:
+            self.close()
+            raise
+        structlog.get_logger().info(
+            "gpu path",
+            preprocess=config.preprocess,
+            decode=config.decode,
+            integrated=self.integrated,
+            arch=f"sm_{arch[0]}{arch[1]}",
+            kernels_ms=round((time.perf_counter() - start) * 1e3, 1),
+        )
+
+    def close(self) -> None:
+        for mod in (self.decode, self.letterbox):
+            if mod is not None:
+                mod.close()
+        self.decode = self.letterbox = None
+
+
+class GpuFill(Closing):
+    """Raw frame -> staging (pinned) -> device -> letterbox kernel -> the slot's input buffer."""
+
+    def __init__(
+        self, module: Module, dtype: npt.DTypeLike, dst_w: int, dst_h: int, integrated: bool
+    ) -> None:
+        from edgeyolo.gpu.letterbox import GpuLetterbox  # noqa: PLC0415
+
+        self.kernel: GpuLetterbox = GpuLetterbox(module, dtype, dst_w, dst_h)
+        self.integrated = integrated
+        self._staging: PinnedBuffer | None = None
+        self._frame: DeviceBuffer | None = None
+
+    def _ensure(self, nbytes: int, stream: Stream) -> None:
+        from edgeyolo.gpu import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
+
+        if self._staging is not None and self._staging.nbytes >= nbytes:
+            return
+        stream.synchronize()  # a larger source: only when the frame size grows
+        self._release_frame()
+        self._staging = PinnedBuffer((nbytes,), np.uint8, mapped=self.integrated)
+        if not self.integrated:
+            self._frame = DeviceBuffer(nbytes)
+
+    def fill(
+        self, image: npt.NDArray[np.uint8], dst_ptr: int, stream: Stream, batch_index: int = 0
+    ) -> Letterbox:
+        """Enqueue upload + letterbox of ``image`` (HxWx3 BGR) on ``stream``; returns at once.
+
+        The caller makes ``stream`` wait for the previous readers of ``dst_ptr`` first.
+        """
+        h, w = int(image.shape[0]), int(image.shape[1])
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"GPU letterbox takes HxWx3 uint8 BGR, got {image.shape} {image.dtype}"
+            )
+        nbytes = h * w * 3
+        self._ensure(nbytes, stream)
+        assert self._staging is not None
+        np.copyto(self._staging.array[:nbytes].reshape(h, w, 3), image)
+        if self._frame is not None:
+            stream.copy_htod(self._frame, self._staging, nbytes)
+            src = self._frame.ptr
+        else:
+            src = self._staging.device_ptr
+        return self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
+
+    def _release_frame(self) -> None:
+        if self._frame is not None:
+            self._frame.close()
+            self._frame = None
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
+
+    def close(self) -> None:
+        self._release_frame()
+        self.kernel.close()
+
+
+class DeviceDecode(Closing):
+    """The decode kernel of one engine, with overflow accounting."""
+
+    def __init__(
+        self,
+        name: str,
+        module: Module,
+        output: tuple[tuple[int, ...], np.dtype[Any]],
+        num_classes: int,
+        kpt_shape: tuple[int, int] | None,
+        conf: float,
+        classes: npt.NDArray[np.intp] | None,
+        capacity: int,
+    ) -> None:
+        from edgeyolo.gpu.decode import GpuDecoder  # noqa: PLC0415
+
+        shape, dtype = output
+        nk = 0 if kpt_shape is None else kpt_shape[0] * kpt_shape[1]
+        self.decoder: GpuDecoder = GpuDecoder(
+            module,
+            dtype,
+            anchors=int(shape[2]),
+            num_classes=num_classes,
+            nk=nk,
+            conf=conf,
+            classes=classes,
+            capacity=capacity,
+            first_copy=min(capacity, 512),
+            batch=int(shape[0]),
+        )
+        self.name = name
+        self.overflows = 0  # frames whose candidates exceeded the capacity
+        self.extra_copies = 0  # frames that needed a second copy (more than first_copy)
+        self._logged_at = -OVERFLOW_LOG_S
+        self._log = structlog.get_logger().bind(engine=name)
+
+    def enqueue(self, raw_ptr: int, stream: Stream) -> None:
+        self.decoder.enqueue(raw_ptr, stream)
+
+    def after_wait(self, stream: Stream) -> str:
+        """What the finished frame needs next: 'done', 'rest' (copy enqueued) or 'overflow'."""
+        counts = self.decoder.counts()
+        if int(counts.max()) > self.decoder.capacity:
+            self.overflows += 1
+            now = time.monotonic()
+            if now - self._logged_at >= OVERFLOW_LOG_S:
+                self._logged_at = now
+                self._log.warning(
+                    "gpu decode overflow: frame decoded on the CPU from the full output",
+                    candidates=int(counts.max()),
+                    capacity=self.decoder.capacity,
+                    overflows=self.overflows,
+                    hint="raise tensorrt.gpu.decode_capacity or the model's conf",
+                )
+            return "overflow"
+        if self.decoder.enqueue_rest(stream):
+            self.extra_copies += 1
+            return "rest"
+        return "done"
+
+    def candidates(self, b: int = 0) -> Candidates:
+        return self.decoder.candidates(b)
+
+    def close(self) -> None:
+        self.decoder.close()

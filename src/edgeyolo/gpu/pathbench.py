@@ -1,0 +1,120 @@
+"""``edgeyolo bench --gpu-path``: the TensorRT backend's GPU path against its CPU path, in one run.
+
+On the config's models and first camera's video (backend tensorrt):
+- engine-only: every engine concurrently on one filled slot, nothing else (frames/s);
+- the whole pipeline (``bench_pipeline``, flat out) with ``tensorrt.gpu`` preprocess/decode on
+  the GPU and on the CPU, with the process's CPU time per frame (measured as the difference
+  of two runs of different lengths, so start-up cancels) and its ratio to engine-only;
+- host CPU per frame of the letterbox and of every model's decode, GPU path vs CPU path
+  (thread CPU time of the calls, the GPU work itself excluded).
+Numbers are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edgeyolo.config import Config
+
+
+def _frames(cfg: Config, n: int) -> list[Any]:
+    import cv2  # noqa: PLC0415
+
+    cap = cv2.VideoCapture(str(cfg.cameras[0].source))
+    out: list[Any] = []
+    while len(out) < n:
+        ok, img = cap.read()
+        if not ok:
+            break
+        out.append(img)
+    cap.release()
+    return out
+
+
+def _with_path(cfg: Config, where: str) -> Config:
+    gpu = cfg.tensorrt.gpu.model_copy(update={"preprocess": where, "decode": where})
+    return cfg.model_copy(
+        update={"backend": "tensorrt", "tensorrt": cfg.tensorrt.model_copy(update={"gpu": gpu})}
+    )
+
+
+async def _host_costs(cfg: Config, where: str, n: int) -> dict[str, Any]:
+    """Engine-only fps and per-call host CPU of fill and decode, for one path."""
+    from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: PLC0415
+    from edgeyolo.runner import ModelRunner  # noqa: PLC0415
+
+    cfg = _with_path(cfg, where)
+    backend = TensorRTBackend(cfg.tensorrt)
+    try:
+        runners = [ModelRunner.open(backend, m) for m in cfg.models_for(cfg.cameras[0].name)]
+        specs = list(dict.fromkeys(r.input_spec for r in runners))
+        slots = {s: backend.allocate_input(s) for s in specs}
+        imgs = _frames(cfg, 60)
+        fill_cpu: list[float] = []
+        decode_cpu: dict[str, list[float]] = {r.name: [] for r in runners}
+        lbs = {s: slots[s].fill(imgs[0]) for s in specs}
+        for _ in range(10):
+            await asyncio.gather(*(r.engine.infer(slots[r.input_spec]) for r in runners))
+        # Engine-only: the filled slot, every engine concurrently, no fill and no decode.
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await asyncio.gather(*(r.engine.infer(slots[r.input_spec]) for r in runners))
+        engine_fps = n / (time.perf_counter() - t0)
+        for i in range(n):
+            img = imgs[i % len(imgs)]
+            c0 = time.thread_time_ns()
+            lbs = {s: slots[s].fill(img) for s in specs}
+            fill_cpu.append((time.thread_time_ns() - c0) / 1e6)
+            outs = await asyncio.gather(*(r.engine.infer(slots[r.input_spec]) for r in runners))
+            for r, out in zip(runners, outs, strict=True):
+                c0 = time.thread_time_ns()
+                r.decode(out, lbs[r.input_spec])
+                decode_cpu[r.name].append((time.thread_time_ns() - c0) / 1e6)
+        return {
+            "engine_only_fps": round(engine_fps, 1),
+            "fill_cpu_ms": round(statistics.median(fill_cpu), 4),
+            "decode_cpu_ms": {k: round(statistics.median(v), 4) for k, v in decode_cpu.items()},
+            "fill_plus_decode_cpu_ms": round(
+                statistics.median(fill_cpu)
+                + sum(statistics.median(v) for v in decode_cpu.values()),
+                4,
+            ),
+        }
+    finally:
+        backend.close()
+
+
+def _pipeline(cfg: Config, where: str, frames: int, bench: Callable[..., Any]) -> dict[str, Any]:
+    """Pipeline fps and process CPU per frame (difference of a short and a long run)."""
+    cfg = _with_path(cfg, where)
+    short = max(20, frames // 5)
+    c0 = time.process_time()
+    bench(cfg, short, 10, False)
+    c1 = time.process_time()
+    report = bench(cfg, frames, 10, False)
+    c2 = time.process_time()
+    per_frame = ((c2 - c1) - (c1 - c0)) / (frames - short) * 1e3
+    return {"fps": report["fps"], "process_cpu_ms_per_frame": round(per_frame, 3)}
+
+
+def bench_gpu_path(cfg: Config, frames: int, bench: Callable[..., Any]) -> dict[str, Any]:
+    """The report ``edgeyolo bench --gpu-path`` prints (``bench`` runs the pipeline)."""
+    out: dict[str, Any] = {"mode": "gpu-path", "frames": frames}
+    for where in ("gpu", "cpu"):
+        costs = asyncio.run(_host_costs(cfg, where, frames))
+        pipe = _pipeline(cfg, where, frames, bench)
+        costs.update(
+            pipeline_fps=pipe["fps"],
+            process_cpu_ms_per_frame=pipe["process_cpu_ms_per_frame"],
+            pipeline_vs_engine_only=round(pipe["fps"] / costs["engine_only_fps"], 3)
+            if pipe["fps"]
+            else None,
+        )
+        out[where] = costs
+    return out

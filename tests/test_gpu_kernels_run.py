@@ -1,0 +1,269 @@
+"""The GPU kernels on a real GPU: letterbox and decode against the CPU path, and the whole
+TensorRT GPU path (TensorRT's execution faked by ONNX Runtime) against the goldens.
+
+Skipped without CUDA; ``scripts/gpu-check`` runs these on the lent GPU machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeyolo.engines.trt_runtime import cuda_problem
+
+pytestmark = pytest.mark.gpu
+
+_REASON = cuda_problem()
+if _REASON is not None:
+    pytest.skip(f"no CUDA here: {_REASON}", allow_module_level=True)
+
+import fake_tensorrt  # noqa: E402
+from conftest import DEMO_VIDEO, GOLDEN, POSE, SHARED_MEDIA  # noqa: E402
+from edgeyolo.config import GpuPathConfig, ModelConfig, TensorRTConfig  # noqa: E402
+from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: E402
+from edgeyolo.engines.trt_gpu import GpuFill  # noqa: E402
+from edgeyolo.frames import Letterbox  # noqa: E402
+from edgeyolo.gpu import CudaContext, DeviceBuffer, Stream  # noqa: E402
+from edgeyolo.gpu.decode import GpuDecoder, reference_records  # noqa: E402
+from edgeyolo.gpu.errors import check, driver  # noqa: E402
+from edgeyolo.gpu.nvrtc import load_kernels  # noqa: E402
+from edgeyolo.postprocess import Thresholds, decode  # noqa: E402
+from edgeyolo.preprocess import Preprocessor  # noqa: E402
+
+DET = POSE.parent / "edgeyolo-demo-det.onnx"
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    with CudaContext(0) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def modules(ctx, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("kernels")
+    lb = load_kernels("letterbox", ctx.compute_capability, cache)
+    dec = load_kernels("decode", ctx.compute_capability, cache)
+    yield lb, dec
+    dec.close()
+    lb.close()
+
+
+def real_images() -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(DEMO_VIDEO))
+    out = []
+    for i in range(60):
+        ok, img = cap.read()
+        assert ok
+        if i % 12 == 0:
+            out.append(img)
+    cap.release()
+    shared = [SHARED_MEDIA / n for n in ("bus.jpg", "zidane.jpg")]
+    out += [cv2.imread(str(p)) for p in shared if p.is_file()]
+    return out
+
+
+def download(buf: DeviceBuffer, shape, dtype) -> np.ndarray:
+    host = np.empty(shape, dtype)
+    check(driver().cuMemcpyDtoH(host.ctypes.data, buf.handle, host.nbytes), "cuMemcpyDtoH")
+    return host
+
+
+def poison(buf: DeviceBuffer) -> None:
+    check(driver().cuMemsetD8(buf.handle, 0xFF, buf.nbytes), "cuMemsetD8")  # NaN everywhere
+
+
+def bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
+
+
+def letterbox_on_gpu(module, img, dtype, w, h, integrated, batch_index=0, batch=1):
+    """The kernel's output for ``img``, the slot's batch image ``batch_index``, poisoned first."""
+    fill = GpuFill(module, dtype, w, h, integrated)
+    stream = Stream()
+    out = DeviceBuffer(batch * 3 * h * w * np.dtype(dtype).itemsize)
+    try:
+        poison(out)
+        lb = fill.fill(img, out.ptr, stream, batch_index)
+        stream.synchronize()
+        return download(out, (batch, 3, h, w), dtype), lb
+    finally:
+        out.close()
+        stream.close()
+        fill.close()
+
+
+@pytest.mark.parametrize("integrated", [False, True], ids=["upload", "mapped"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("size", [(640, 640), (320, 320), (1280, 1280), (640, 384)])
+def test_letterbox_kernel_equals_cpu_letterbox(ctx, modules, size, dtype, integrated):
+    """Every element written and bit-identical to the CPU Preprocessor, on real frames."""
+    w, h = size
+    pre = Preprocessor(h, w)
+    for img in real_images():
+        cpu = np.empty((1, 3, h, w), dtype)
+        lb_cpu = pre(img, cpu)
+        gpu, lb = letterbox_on_gpu(modules[0], img, dtype, w, h, integrated)
+        assert lb == lb_cpu
+        np.testing.assert_array_equal(bits(gpu), bits(cpu))
+
+
+def test_letterbox_kernel_writes_only_its_batch_image(ctx, modules):
+    img = real_images()[0]
+    cpu = np.empty((1, 3, 640, 640), np.float32)
+    Preprocessor(640, 640)(img, cpu)
+    gpu, _ = letterbox_on_gpu(modules[0], img, np.float32, 640, 640, False, batch_index=1, batch=3)
+    np.testing.assert_array_equal(bits(gpu[1:2]), bits(cpu))
+    assert np.isnan(gpu[0]).all()
+    assert np.isnan(gpu[2]).all()
+
+
+def recorded(model: str, frame: str) -> np.ndarray:
+    z = np.load(GOLDEN / f"ultralytics-raw-{model}-demo-scene-{frame}.npz")
+    if "output0" in z.files:
+        return z["output0"]
+    raw = np.zeros(tuple(z["shape"]), np.float32)
+    raw[0][:, z["anchors"]] = z["columns"]
+    return raw
+
+
+def run_decoder(module, raw: np.ndarray, conf, nc, nk, classes=None, capacity=4096, first=512):
+    """Upload ``raw`` (batch x rows x N), decode on the GPU; (counts, records per image)."""
+    stream = Stream()
+    dev = DeviceBuffer(raw.nbytes)
+    dec = GpuDecoder(
+        module, raw.dtype, raw.shape[2], nc, nk, conf, classes, capacity, first, raw.shape[0]
+    )
+    try:
+        src = np.ascontiguousarray(raw)
+        check(driver().cuMemcpyHtoD(dev.handle, src.ctypes.data, src.nbytes), "cuMemcpyHtoD")
+        dec.enqueue(dev.ptr, stream)
+        stream.synchronize()
+        counts = dec.counts().copy()
+        if dec.enqueue_rest(stream):
+            stream.synchronize()
+        out = [dec.candidates(b) if counts[b] <= capacity else None for b in range(len(counts))]
+        return counts, out
+    finally:
+        dec.close()
+        dev.close()
+        stream.close()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("model", ["det", "pose"])
+def test_decode_kernel_equals_reference_and_cpu_decode(ctx, modules, model, dtype):
+    """Candidates equal the numpy model's; host NMS on them equals the CPU decode exactly."""
+    nc, kpt = (80, None) if model == "det" else (1, (17, 3))
+    nk = 0 if kpt is None else 51
+    raw = np.concatenate([recorded(model, f) for f in ("f000", "f120")]).astype(dtype)
+    lb = Letterbox.fit(960, 540, 640, 640)
+    filters = [None, np.array([0, 2, 7], np.intp)] if model == "det" else [None]
+    for conf in (0.25, 0.05, 0.001):
+        for classes in filters:
+            # first=8: most frames also take the second copy of the records past the first 8
+            counts, cands = run_decoder(modules[1], raw, conf, nc, nk, classes, 30000, 8)
+            th = Thresholds(conf, 0.7, 300, classes)
+            for b in range(raw.shape[0]):
+                ref = reference_records(raw[b : b + 1], conf, nc, nk, classes)
+                assert counts[b] == len(ref)
+                c = cands[b]
+                np.testing.assert_array_equal(c.anchors, ref[:, 0].astype(np.intp))
+                np.testing.assert_array_equal(c.scores, ref[:, 2])
+                np.testing.assert_array_equal(c.box, ref[:, 3:7].T)
+                got = decode(c, lb, th, nc, kpt)
+                want = decode(raw[b : b + 1], lb, th, nc, kpt)
+                np.testing.assert_array_equal(got.boxes, want.boxes)
+                np.testing.assert_array_equal(got.scores, want.scores)
+                np.testing.assert_array_equal(got.class_ids, want.class_ids)
+                if kpt is not None:
+                    np.testing.assert_array_equal(got.keypoints, want.keypoints)
+
+
+def test_decode_kernel_counts_overflow(ctx, modules):
+    raw = recorded("det", "f000")
+    n = len(reference_records(raw, 0.001, 80, 0))
+    assert n > 64
+    counts, cands = run_decoder(modules[1], raw, 0.001, 80, 0, capacity=64, first=16)
+    assert counts[0] == n
+    assert cands[0] is None
+
+
+@pytest.fixture
+def trt(monkeypatch):
+    fake = fake_tensorrt.install()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    fake.set_executor(None)  # ONNX Runtime behind synchronous copies: exact CPU outputs
+    yield fake
+    fake.set_executor(None)
+
+
+def golden_cases():
+    sys.path.insert(0, str(Path(__file__).parent))
+    import test_postprocess as tp
+
+    return tp
+
+
+@pytest.mark.parametrize(
+    ("path", "capacity"),
+    [
+        (GpuPathConfig(), 4096),
+        (GpuPathConfig(decode_capacity=16), 16),  # every frame overflows -> full output
+    ],
+    ids=["gpu", "gpu-overflow"],
+)
+def test_gpu_path_predictions_match_cpu_path_and_goldens(trt, tmp_path, path, capacity):
+    """GPU letterbox + GPU decode through the TensorRT backend: detections identical to the
+    CPU path (same engine outputs) and within the golden tolerances of Ultralytics'."""
+    tp = golden_cases()
+    with CudaContext(0) as c:
+        gpu, cc = c.name, ".".join(map(str, c.compute_capability))
+
+    async def main() -> None:
+        cfg = TensorRTConfig(cache_dir=tmp_path / "cache", gpu=path)
+        cpu_cfg = TensorRTConfig(
+            cache_dir=tmp_path / "cache", gpu=GpuPathConfig(preprocess="cpu", decode="cpu")
+        )
+        for task, onnx in (("detect", DET), ("pose", POSE)):
+            name = "det" if task == "detect" else "pose"
+            eng = fake_tensorrt.write_fake_engine(tmp_path / f"{name}.engine", onnx, gpu, cc)
+            for conf in ("0.25", "0.05"):
+                g = tp.golden(f"ultralytics-{name}-conf{conf}.json")
+                s = g["settings"]
+                model = ModelConfig(
+                    name=name, path=eng, task=task, conf=s["conf"], iou=s["iou"], max_det=300
+                )
+                results = {}
+                for label, c in (("gpu", cfg), ("cpu", cpu_cfg)):
+                    backend = TensorRTBackend(c)
+                    try:
+                        engine = backend.open_engine(model)
+                        assert (engine.gpu_decode is None) == (label == "cpu")
+                        slot = backend.allocate_input(engine.info.input)
+                        th = Thresholds(s["conf"], s["iou"], s["max_det"])
+                        info = engine.info
+                        dets = []
+                        for rec in g["images"]:
+                            lb = slot.fill(tp.golden_image(rec))
+                            out = await engine.infer(slot)
+                            dets.append(decode(out, lb, th, info.num_classes, info.kpt_shape))
+                        if label == "gpu" and capacity == 16:
+                            assert engine.gpu_decode is not None
+                            assert engine.gpu_decode.overflows > 0
+                        results[label] = dets
+                    finally:
+                        backend.close()
+                for rec, a, b in zip(g["images"], results["gpu"], results["cpu"], strict=True):
+                    where = f"{name} conf {conf} {rec['id']}"
+                    np.testing.assert_array_equal(a.boxes, b.boxes, err_msg=where)
+                    np.testing.assert_array_equal(a.scores, b.scores, err_msg=where)
+                    np.testing.assert_array_equal(a.class_ids, b.class_ids, err_msg=where)
+                    tp.assert_same_detections(a, rec["detections"], task, where)
+
+    asyncio.run(main())
