@@ -175,7 +175,7 @@ def test_service_passes_configuration_url_from_the_http_section():
         "cameras": [{"name": "demo", "source": str(DEMO_VIDEO)}],
         "models": [{"name": "p", "path": str(POSE), "task": "pose"}],
         "sinks": {"mqtt": {"url": "mqtt://127.0.0.1:1", "device_id": "vm"}},
-        "http": {"enabled": True, "host": ANY, "port": 9200},
+        "http": {"enabled": True, "host": ANY, "port": 9200, "allow_anonymous": True},
     }
     cfg = parse_config(raw, DEMO_VIDEO)
     sink = mqtt_sink(cfg, [])

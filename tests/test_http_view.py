@@ -265,6 +265,9 @@ def test_token_required_401_without_200_with_and_never_logged(results):
                     assert code == 401, target
                     assert hdrs["WWW-Authenticate"].startswith("Bearer")
                     assert b"\xff\xd8" not in body
+                    assert b"/api/status" not in body  # not the page
+                # A browser gets a form that reloads the page with ?token=.
+                assert b'name="token"' in (await request(srv.port, "/"))[2]
                 code, _, _ = await request(srv.port, "/cameras/demo/latest.jpg?token=wrong")
                 assert code == 401
                 code, _, body = await request(

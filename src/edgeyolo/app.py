@@ -30,6 +30,7 @@ from edgeyolo.pipeline import CameraPipeline
 from edgeyolo.runner import ModelRunner, open_runners
 from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
 from edgeyolo.sinks.jsonl import JsonlSink
+from edgeyolo.snapshots import SnapshotStage
 from edgeyolo.sources import CaptureSource
 from edgeyolo.stages import build_stages
 from edgeyolo.tasks import TaskGroup
@@ -334,10 +335,14 @@ class Service:
             self.pipelines.append(pipeline)
 
     def _view_stages(self, camera: CameraConfig) -> list[Stage]:
-        """Last in a camera's stages (they see track ids): the live view's tap."""
-        if self.live is None:
-            return []
-        return [self.live.tap(camera.name, camera_shapes(camera))]
+        """Last in a camera's stages (they see track ids): snapshots, the live view's tap."""
+        stages: list[Stage] = []
+        mqtt = self.config.sinks.mqtt
+        if self.mqtt is not None and mqtt is not None and mqtt.snapshots.enabled:
+            stages.append(SnapshotStage(camera.name, mqtt.snapshots, self.mqtt.publish_snapshot))
+        if self.live is not None:
+            stages.append(self.live.tap(camera.name, camera_shapes(camera)))
+        return stages
 
     def status(self) -> dict[str, Any]:
         """``/api/status``: cameras, models, health and MQTT (edgeyolo.http.status)."""

@@ -149,3 +149,19 @@ setInterval(refresh, 2000);
 </body>
 </html>
 """
+
+# Served with the 401 for "/" when a token is required: a browser (Home Assistant's "visit"
+# link) can enter it; the form reloads the page with ?token=.
+LOGIN = """<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>edgeyolo: token required</title>
+<style>body { font: 15px system-ui, sans-serif; background: #14161a; color: #e6e6e6;
+  display: grid; place-items: center; height: 90vh; }
+input, button { font: inherit; padding: .4em .6em; }</style></head>
+<body><form method="get" action="/">
+<p>This edgeyolo needs its access token (<code>http.token</code>).</p>
+<input type="password" name="token" autocomplete="current-password" autofocus>
+<button type="submit">Open</button>
+</form></body>
+</html>
+"""

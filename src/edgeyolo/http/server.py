@@ -27,7 +27,7 @@ import structlog
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from edgeyolo.http.auth import authorized, exposure
-from edgeyolo.http.page import PAGE
+from edgeyolo.http.page import LOGIN, PAGE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -246,6 +246,8 @@ class HttpServer:
         if path != "/healthz" and not authorized(self._token, req.headers, req.query):
             self._log.info("http unauthorized", path=path[:200])
             status, ctype, body, extra = _text(401, "a valid token is required\n")
+            if path == "/":
+                ctype, body = "text/html; charset=utf-8", LOGIN.encode()
             extra["WWW-Authenticate"] = 'Bearer realm="edgeyolo"'
             return status, ctype, body, extra
         if path == "/":

@@ -57,6 +57,7 @@ class CameraEntities:
     # Tracked objects: (zone, zone segment, label, label segment), (line, line segment).
     zones: list[tuple[str, str, str, str]] = field(default_factory=list)
     lines: list[tuple[str, str]] = field(default_factory=list)
+    snapshots: list[tuple[str, str]] = field(default_factory=list)  # (label, label segment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +184,16 @@ def _camera_components(
             "qos": options.qos_pose,
         }
     cmps.update(_object_components(topics, cam, uid, options))
+    for label, label_id in ha_ids(label for label, _s in cam.snapshots).items():
+        # Raw JPEG bytes on the topic (no base64): Home Assistant's MQTT image platform.
+        cmps[f"snapshot_{label_id}"] = {
+            "p": "image",
+            "name": f"{label} snapshot",
+            "unique_id": f"{uid}_snapshot_{label_id}",
+            "image_topic": topics.snapshot(cam.segment, dict(cam.snapshots)[label]),
+            "content_type": "image/jpeg",
+            "qos": options.qos_state,
+        }
     for stat, template, unit, extra in (
         ("fps", "{{ value_json.fps }}", "fps", {}),
         (

@@ -100,6 +100,8 @@ class MqttSink:
         self._log = structlog.get_logger("edgeyolo.mqtt")
         self._device_id = config.resolved_device_id()
         self._topics = Topics.for_config(config)
+        self._routes = list(routes)
+        self._snapshots: dict[str, Message] = {}  # topic -> latest snapshot (re-sent)
         self._layout = Layout(routes, config.count_labels, config.occupancy_label)
         self._objects = ObjectMessages(objects, routes, config.count_labels)
         self._zone_seg: dict[str, Segments] = {}
@@ -253,6 +255,8 @@ class MqttSink:
                 self._put(topic, slot.payload, "state")
         for topic, payload in self._stats_payloads.items():
             self._put(topic, payload, "stats")
+        for msg in self._snapshots.values():
+            self._outbox.put(msg)
 
     def discovery_messages(self) -> list[Message]:
         """The retained Home Assistant discovery messages: the service device, then cameras."""
@@ -287,6 +291,7 @@ class MqttSink:
                 (ln, self._line_segment(camera, ln))
                 for ln in self._objects.line_entities.get(camera, [])
             ],
+            snapshots=[(label, lay.label(label)) for label in self._snapshot_labels(camera)],
         )
 
     def _zone_segment(self, camera: str, zone: str) -> str:
@@ -312,6 +317,31 @@ class MqttSink:
         elif what == "line":
             topic = self._topics.line(cam, self._line_segment(camera, out.where[2]))
             self._update(topic, "state", out.key, out.payload, now)
+
+    def _snapshot_labels(self, camera: str) -> list[str]:
+        """The configured snapshot labels that a (selected) model on ``camera`` reports."""
+        snap = self.config.snapshots
+        if not snap.enabled:
+            return []
+        known = {
+            label
+            for r in self._routes
+            if r.camera == camera and (snap.models is None or r.model in snap.models)
+            for label in r.labels
+        }
+        return [label for label in snap.labels if label in known]
+
+    def publish_snapshot(self, camera: str, label: str, jpeg: bytes) -> None:
+        """Queue ``jpeg`` (raw bytes) retained on the snapshot topic of ``camera``/``label``.
+
+        State: a newer snapshot replaces a queued one of the same topic, and the latest is
+        re-sent after a reconnect. Called by ``edgeyolo.snapshots.SnapshotStage``.
+        """
+        lay = self._layout
+        topic = self._topics.snapshot(lay.camera(camera), lay.label(label))
+        msg = Message(topic, jpeg, self.config.messages.state.qos, retain=True, state=True)
+        self._snapshots[topic] = msg
+        self._outbox.put(msg)
 
     # ------------------------------------------------------------- deriving messages
 

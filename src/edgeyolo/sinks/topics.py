@@ -8,6 +8,7 @@ nor start with ``$`` (reserved for broker topics such as ``$SYS``). Layout (docs
     <prefix>/<device>/<camera>/count/<label>         count of one label (state, retained)
     <prefix>/<device>/<camera>/occupancy             someone there or not (state, retained)
     <prefix>/<device>/<camera>/stats                 fps, stage latencies, drops (retained)
+    <prefix>/<device>/<camera>/snapshot/<label>      best picture of the label (JPEG, retained)
     <prefix>/<device>/<camera>/<model>/detections    every frame's detections (stream)
     <prefix>/<device>/<camera>/<model>/pose          pose events (on change)
     <prefix>/<device>/<camera>/objects               tracked objects: lifecycle, zone, line events
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
     from edgeyolo.config.mqtt import MqttConfig
 
 # Segments directly under a camera that a model name must not shadow.
-RESERVED_UNDER_CAMERA = frozenset({"count", "occupancy", "stats", "objects", "zone", "line"})
+RESERVED_UNDER_CAMERA = frozenset(
+    {"count", "occupancy", "stats", "objects", "zone", "line", "snapshot"}
+)
 
 _UNSAFE = re.compile(r"[+#/\x00-\x1f\x7f\s]+")
 
@@ -104,6 +107,10 @@ class Topics:
     def stats(self, camera: str) -> str:
         """Pipeline statistics of ``camera``."""
         return f"{self.base}/{camera}/stats"
+
+    def snapshot(self, camera: str, label: str) -> str:
+        """Best picture of ``label`` on ``camera``: raw JPEG bytes, retained."""
+        return f"{self.base}/{camera}/snapshot/{label}"
 
     def detections(self, camera: str, model: str) -> str:
         """Per-frame stream of ``model`` on ``camera``."""
