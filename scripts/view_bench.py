@@ -10,7 +10,7 @@
    reading. Per variant the median per-frame ms (capture to events) and fps over all rounds.
    With no viewer the numbers should equal HTTP off within noise.
 
-Example: scripts/view-bench --frames 60 --rounds 2
+Example: scripts/view_bench.py --frames 60 --rounds 2
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ def bench_draw(frames: int) -> dict[str, Any]:
     jpeg_ms: list[float] = []
     n_dets: list[int] = []
     for _ in range(frames):
-        ok, img = cap.read()
+        ok, raw_img = cap.read()
         if not ok:
             break
+        img = np.asarray(raw_img, np.uint8)
         lb = pre(img, blob)
         outputs = []
         for name, info, sess, labels in models:
