@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgeyolo.annotate import camera_shapes
+from edgeyolo.batching import BatchTelemetry
 from edgeyolo.config import load_config
 from edgeyolo.engines.select import create_backend
 from edgeyolo.errors import ConfigError
@@ -81,6 +82,8 @@ class RunResult:
     telemetry: dict[str, CameraTelemetry]
     # Set when SIGHUP brought a valid new config: the caller runs again with it.
     reload: Config | None = None
+    # Per model: its engine calls (batch sizes, waits); every call kept with keep_timings.
+    batches: dict[str, BatchTelemetry] = field(default_factory=dict)
 
 
 def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
@@ -142,6 +145,7 @@ class Service:
         self.metrics = Metrics()
         self.notifier = SystemdNotifier.from_env(unset_environment=True)
         self.runners: list[ModelRunner] = []
+        self.batches: dict[str, BatchTelemetry] = {}
         self.sinks: list[Sink] = []
         self.mqtt: MqttSink | None = None
         self.sources: list[CaptureSource] = []
@@ -227,6 +231,7 @@ class Service:
             self.runners = open_runners(backend, self.config.models)
             for r in self.runners:
                 stack.callback(r.close)
+            self._observe_batches()
             self.mqtt = mqtt_sink(self.config, self.runners)
             if self.mqtt is not None:
                 self.metrics.watch_mqtt(self.mqtt)
@@ -299,7 +304,19 @@ class Service:
             time.perf_counter() - started,
             {p.camera: p.telemetry for p in self.pipelines},
             self.reload,
+            self.batches,
         )
+
+    def _observe_batches(self) -> None:
+        """Every model's engine calls go to its batch summary and to Prometheus."""
+        for r in self.runners:
+            tel = BatchTelemetry(
+                r.name,
+                summary_interval_s=self.config.logging.summary_interval_s,
+                keep_all=self.options.keep_timings,
+            )
+            self.batches[r.name] = tel
+            r.observers += [tel, self.metrics]
 
     def _open_pipelines(self, backend: Backend) -> None:
         for cam in self.config.cameras:
@@ -394,6 +411,8 @@ class Service:
         return exit_code
 
     async def _final_summaries(self) -> None:
+        for tel in self.batches.values():
+            tel.summary()
         for p in self.pipelines:
             stats = p.telemetry.summary(p.source.stats.dropped)
             for sink in self.sinks:

@@ -22,6 +22,8 @@ edgeyolo_inference_seconds                   histogram  engine      ``inference_
 edgeyolo_stage_seconds                       histogram  stage       ``stage_seconds``
 edgeyolo_e2e_seconds                         histogram  camera      ``e2e_seconds``
 edgeyolo_engine_failures_total               counter    engine      ``engine_failed``
+edgeyolo_batch_size                          histogram  engine      ``observe_batch`` (per call)
+edgeyolo_batch_wait_seconds                  histogram  engine      ``observe_batch`` (per frame)
 edgeyolo_last_frame_age_seconds              gauge      camera      computed when scraped
 edgeyolo_last_inference_age_seconds          gauge      engine      computed when scraped
 edgeyolo_mqtt_connected                      gauge                  ``watch_mqtt`` or ``mqtt``
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
+    from edgeyolo.batching import BatchReport
     from edgeyolo.telemetry import FrameTimings
 
 NAMESPACE = "edgeyolo"
@@ -92,6 +95,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 )
 # End to end adds queueing and capture waits on top; a stalled camera can take seconds.
 E2E_BUCKETS: tuple[float, ...] = (*LATENCY_BUCKETS, 10.0, 30.0)
+
+# Frames per engine call (max_batch is at most 64).
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 #: Stage names the pipeline reports through ``Metrics.stage_seconds`` (docs/logging.md uses
 #: the same names with an ``_ms`` suffix in the per-frame log line).
@@ -240,6 +246,22 @@ class Metrics:
             namespace=NAMESPACE,
             registry=reg,
         )
+        self._batch_size = Histogram(
+            "batch_size",
+            "Frames in one engine call (1 without batching); its _count rate is calls per second.",
+            ["engine"],
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=BATCH_BUCKETS,
+        )
+        self._batch_wait = Histogram(
+            "batch_wait_seconds",
+            "Time a frame waited for its engine call (other cameras' frames, the engine's lock).",
+            ["engine"],
+            namespace=NAMESPACE,
+            registry=reg,
+            buckets=LATENCY_BUCKETS,
+        )
         if process:
             # process_resident_memory_bytes, process_open_fds, ...: what the soak test watches.
             ProcessCollector(registry=reg)
@@ -257,6 +279,8 @@ class Metrics:
         for eng in engines:
             self._inference.labels(eng)
             self._engine_failures.labels(eng)
+            self._batch_size.labels(eng)
+            self._batch_wait.labels(eng)
         for stage in STAGES:
             self._stage.labels(stage)
 
@@ -288,6 +312,13 @@ class Metrics:
         flight at the moment of the scrape.
         """
         self._sources[camera] = stats
+
+    def observe_batch(self, report: BatchReport) -> None:
+        """``BatchObserver``: one engine call of a model, with each of its frames' wait."""
+        self._batch_size.labels(report.model).observe(report.size)
+        wait = self._batch_wait.labels(report.model)
+        for ms in report.waited_ms:
+            wait.observe(ms / 1e3)
 
     def frame_captured(self, camera: str, *, now: float | None = None) -> None:
         """A camera's frame reached its pipeline: marks the camera alive.

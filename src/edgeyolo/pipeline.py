@@ -93,9 +93,21 @@ class CameraPipeline:
             self.close()
             raise
         self.frames_done = 0
+        # Batched models fill a batch with one frame per attached camera (edgeyolo.batching).
+        self._attached = True
+        for r in runners:
+            r.attach()
+
+    def _detach(self) -> None:
+        """This camera submits no more frames: batches stop waiting for it."""
+        if getattr(self, "_attached", False):
+            self._attached = False
+            for r in self.runners:
+                r.detach()
 
     def close(self) -> None:
         """Release the stages, then the input slots (reverse order of allocation)."""
+        self._detach()
         for stage in reversed(self.stages):
             stage.close()
         self.stages.clear()
@@ -131,6 +143,7 @@ class CameraPipeline:
                 await inflight
                 inflight = None
         finally:
+            self._detach()
             if inflight is not None and not inflight.done():
                 inflight.cancel()
                 await asyncio.gather(inflight, return_exceptions=True)

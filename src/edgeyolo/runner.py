@@ -1,10 +1,10 @@
 """One model's inference, shared by every camera that runs it: engine, lock, decode, failures.
 
 A runner is where inference is owned. Cameras call ``run`` with their filled input slots;
-the runner holds the engine's lock for the whole call (at most one frame per engine in
-flight), runs the engine and decodes its output under that lock, and counts failures. This is
-the place where several cameras' calls may later be gathered into one batched engine call
-without the cameras noticing.
+the runner holds the engine's lock for the whole call (at most one engine call in flight),
+runs the engine and decodes its output under that lock, and counts failures. A model with
+``max_batch`` > 1 gathers several cameras' calls into one batched engine call without the
+cameras noticing (``edgeyolo.batching``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from edgeyolo.batching import Batcher, BatchReport
 from edgeyolo.engines.model import check_model
 from edgeyolo.events import Detection
 from edgeyolo.postprocess import Candidates, Detections, Thresholds, decode
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from edgeyolo.batching import BatchObserver
     from edgeyolo.config import ModelConfig
     from edgeyolo.engines.base import Backend, Engine, InputSlot, TensorSpec
     from edgeyolo.frames import Letterbox
@@ -44,7 +46,14 @@ class ModelRunner:
     labels: list[str]
     thresholds: Thresholds
     failures: int = 0
+    # Told about every engine call (batch size, waits); see ``edgeyolo.batching``.
+    observers: list[BatchObserver] = field(default_factory=list)
+    batcher: Batcher | None = field(default=None, repr=False)
     _lock: asyncio.Lock | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.config.max_batch > 1 and self.batcher is None:
+            self.batcher = Batcher(self, self.config.max_batch, self.config.batch_timeout_ms)
 
     @classmethod
     def open(cls, backend: Backend, model: ModelConfig) -> ModelRunner:
@@ -69,6 +78,7 @@ class ModelRunner:
             task=engine.info.task,
             classes=engine.info.num_classes,
             input=list(engine.info.input.shape),
+            max_batch=model.max_batch,
             load_ms=round((time.perf_counter() - start) * 1e3, 1),
         )
         return runner
@@ -102,6 +112,31 @@ class ModelRunner:
         info = self.engine.info
         return decode(raw, letterbox, self.thresholds, info.num_classes, info.kpt_shape)
 
+    def output(self, dets: Detections, infer_ms: float, decode_ms: float) -> ModelOutput:
+        return ModelOutput(
+            model=self.name,
+            task=self.config.task,
+            labels=self.labels,
+            detections=dets,
+            infer_ms=infer_ms,
+            decode_ms=decode_ms,
+        )
+
+    def report(self, report: BatchReport) -> None:
+        """Tell the observers about one engine call."""
+        for observer in self.observers:
+            observer.observe_batch(report)
+
+    def attach(self) -> None:
+        """A camera will submit frames to this model (a batch is full at one per camera)."""
+        if self.batcher is not None:
+            self.batcher.attach()
+
+    def detach(self) -> None:
+        """A camera submits no more frames: batches stop waiting for it."""
+        if self.batcher is not None:
+            self.batcher.detach()
+
     async def run(
         self, slots: Mapping[TensorSpec, InputSlot], letterboxes: Mapping[TensorSpec, Letterbox]
     ) -> ModelOutput:
@@ -110,9 +145,13 @@ class ModelRunner:
         Decoding happens under the engine's lock: the raw output lives in a buffer the engine
         reuses (pinned memory on TensorRT), which another camera's frame may overwrite as soon
         as the lock is released. ``decode`` copies what it keeps. A failure is counted here
-        and re-raised for the caller to isolate.
+        and re-raised for the caller to isolate. With ``max_batch`` > 1 the frame goes through
+        the batcher, which does the same for a batch of cameras' frames.
         """
         spec = self.input_spec
+        if self.batcher is not None:
+            return await self.batcher.submit(slots[spec], letterboxes[spec])
+        t_wait = time.perf_counter_ns()
         async with self.lock:
             t0 = time.perf_counter_ns()
             try:
@@ -123,16 +162,12 @@ class ModelRunner:
                 raise
             except Exception:
                 self.failures += 1
+                self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
                 raise
             t2 = time.perf_counter_ns()
-        return ModelOutput(
-            model=self.name,
-            task=self.config.task,
-            labels=self.labels,
-            detections=dets,
-            infer_ms=(t1 - t0) * _ms,
-            decode_ms=(t2 - t1) * _ms,
-        )
+        infer_ms, decode_ms = (t1 - t0) * _ms, (t2 - t1) * _ms
+        self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), infer_ms, decode_ms))
+        return self.output(dets, infer_ms, decode_ms)
 
     def should_log_failure(self) -> bool:
         """Log the 1st, 10th, 100th and every 1000th failure, not every frame's."""
@@ -140,6 +175,8 @@ class ModelRunner:
         return n in {1, 10, 100} or n % 1000 == 0
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         self.engine.close()
 
 

@@ -121,6 +121,26 @@ class ModelConfig(Strict):
         "fp16",
         description="TensorRT only, when path is an .onnx: precision of the engine built from it.",
     )
+    max_batch: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Most frames (one per camera) run in one engine call. Above 1 the model needs a "
+            "dynamic batch dimension (an ONNX export with dynamic=True, or a TensorRT engine "
+            "whose profile reaches this size); 1: one frame per call, as a static model runs."
+        ),
+    )
+    batch_timeout_ms: float = Field(
+        10.0,
+        ge=0.0,
+        le=1000.0,
+        description=(
+            "With max_batch > 1: longest a frame waits for other cameras' frames before its "
+            "batch runs anyway (0: run with whatever is waiting). 10 ms is a third of a 30 fps "
+            "frame interval."
+        ),
+    )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Object tracking (off unless enabled)."
     )

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy.typing as npt
 
     from edgeyolo.config import ModelConfig
@@ -52,6 +54,10 @@ class ModelInfo:
     output: TensorSpec
     names: dict[int, str] = field(default_factory=dict)
     kpt_shape: tuple[int, int] | None = None
+    # Most frames one call takes: 1 for a static batch-1 model, None for a symbolic batch
+    # (an ONNX export with dynamic=True), the profile's maximum for a TensorRT engine.
+    # ``input`` and ``output`` always describe one frame (batch 1).
+    max_batch: int | None = 1
 
     @property
     def num_classes(self) -> int:
@@ -135,6 +141,17 @@ class Engine(Protocol):
 
         The array stays valid until the next ``infer`` on this engine; callers copy what
         they keep. At most one ``infer`` per engine is in flight.
+        """
+        ...
+
+    async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
+        """Run the model once on every slot (batch index i = ``slots[i]``).
+
+        Returns the raw output (len(slots) x rows x anchors, float32), valid like ``infer``'s.
+        Each slot is copied into the engine's batch input before the first ``await``: once
+        the call is suspended, the slots may be refilled. Only called with
+        ``1 <= len(slots) <=`` the engine's batch limit (``info.max_batch``, ``max_batch`` of
+        its config).
         """
         ...
 

@@ -45,6 +45,16 @@ def info_from_metadata(
     """Build a ``ModelInfo`` from Ultralytics metadata (may be absent) and the I/O specs."""
     if len(inp.shape) != 4 or inp.shape[1] != 3:
         raise ModelError(f"{path}: input '{inp.name}' has shape {inp.shape}; expected 1x3xHxW")
+    # A symbolic batch (-1) runs any number of frames per call; the specs describe one frame.
+    max_batch = None if inp.shape[0] == -1 else 1
+    if inp.shape[0] not in {-1, 1}:
+        raise ModelError(
+            f"{path}: input '{inp.name}' has a static batch of {inp.shape[0]} {inp.shape}; "
+            "export with batch=1, or dynamic=True for batching cameras"
+        )
+    inp = TensorSpec(inp.name, (1, *inp.shape[1:]), inp.dtype)
+    if out.shape[:1] == (-1,):
+        out = TensorSpec(out.name, (1, *out.shape[1:]), out.dtype)
     if any(not isinstance(d, int) or d <= 0 for d in inp.shape[2:]):
         raise ModelError(
             f"{path}: input '{inp.name}' has a dynamic image size {inp.shape}; export the model "
@@ -77,7 +87,9 @@ def info_from_metadata(
         task = "pose" if kpt_shape is not None else "detect"
     if task == "pose" and kpt_shape is None:
         raise ModelError(f"{path}: a pose model without 'kpt_shape' metadata")
-    info = ModelInfo(path, task, inp, out, names, kpt_shape if task == "pose" else None)
+    info = ModelInfo(
+        path, task, inp, out, names, kpt_shape if task == "pose" else None, max_batch=max_batch
+    )
     if info.num_classes < 1:
         raise ModelError(
             f"{path}: output has {out.shape[1]} rows, too few for 4 box rows, classes"
@@ -115,6 +127,25 @@ def read_labels(model: ModelConfig, info: ModelInfo) -> list[str]:
     return labels
 
 
+def check_batch(model: ModelConfig, info: ModelInfo) -> None:
+    """``model.max_batch`` frames must fit one call of the model ``info`` describes."""
+    limit = info.max_batch
+    if limit is None or model.max_batch <= limit:
+        return
+    where = str(model.path) if model.path == info.path else f"{model.path} ({info.path})"
+    shape = "x".join(str(d) for d in info.input.shape)
+    what = (
+        f"has a static batch (input '{info.input.name}' is {shape}): one frame per call"
+        if limit == 1
+        else f"takes at most {limit} frames per call (input '{info.input.name}', {shape} each)"
+    )
+    raise ModelError(
+        f"models[{model.name}].max_batch is {model.max_batch}, but {where} {what}. Use a "
+        f"model exported with a dynamic batch (ONNX dynamic=True, e.g. "
+        f"edgeyolo-demo-det-dynbatch.onnx) or set max_batch: {limit}"
+    )
+
+
 def check_model(model: ModelConfig, info: ModelInfo) -> tuple[list[str], np.ndarray | None]:
     """Check ``info`` against ``model``; return the labels and the class filter as ids."""
     if info.task != model.task:
@@ -122,6 +153,7 @@ def check_model(model: ModelConfig, info: ModelInfo) -> tuple[list[str], np.ndar
             f"models[{model.name}].task is '{model.task}', but {info.path.name} is a "
             f"'{info.task}' model; set task: {info.task}"
         )
+    check_batch(model, info)
     labels = read_labels(model, info)
     if model.classes is None:
         return labels, None

@@ -26,6 +26,8 @@ from edgeyolo.engines.model import info_from_metadata
 from edgeyolo.errors import BackendUnavailableError, ModelError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from edgeyolo.config import ModelConfig, OnnxRuntimeConfig
 
 _log = structlog.get_logger("edgeyolo.engines")
@@ -143,15 +145,31 @@ class HostInputSlot(HostFill):
 
 
 class OnnxRuntimeEngine:
-    """One ``InferenceSession`` run in the backend's thread pool."""
+    """One ``InferenceSession`` run in the backend's thread pool.
 
-    def __init__(self, name: str, session: Any, info: ModelInfo, pool: ThreadPoolExecutor) -> None:
+    A dynamic-batch model opened with ``max_batch`` > 1 owns a host batch buffer of that many
+    frames: ``infer_batch`` copies each camera's slot into its row (one memcpy of
+    3 x H x W floats per frame: 4.9 MB at 640x640, well under a millisecond) and runs the
+    session once on the filled rows.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        session: Any,
+        info: ModelInfo,
+        pool: ThreadPoolExecutor,
+        max_batch: int = 1,
+    ) -> None:
         self._name = name
         self._session = session
         self._info = info
         self._pool = pool
         self._in = info.input.name
         self._out = [info.output.name]
+        self._batch: npt.NDArray[np.floating] | None = None
+        if max_batch > 1:
+            self._batch = np.zeros((max_batch, *info.input.shape[1:]), info.input.dtype)
 
     @property
     def name(self) -> str:
@@ -170,8 +188,22 @@ class OnnxRuntimeEngine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.run_sync, slot.host)
 
+    async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
+        """Copy each slot into its row of the batch buffer, then run once on those rows."""
+        batch = self._batch
+        if batch is None or not 1 <= len(slots) <= batch.shape[0]:
+            limit = 1 if batch is None else batch.shape[0]
+            raise ValueError(
+                f"engine '{self._name}': a batch of {len(slots)} frames, it takes 1 to {limit}"
+            )
+        for i, slot in enumerate(slots):
+            np.copyto(batch[i], slot.host[0])
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.run_sync, batch[: len(slots)])
+
     def close(self) -> None:
         self._session = None
+        self._batch = None
 
 
 class OnnxRuntimeBackend:
@@ -201,7 +233,7 @@ class OnnxRuntimeBackend:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = open_session(model.path, opts, self._config.providers)
         info = session_info(session, model.path)
-        engine = OnnxRuntimeEngine(model.name, session, info, self._pool)
+        engine = OnnxRuntimeEngine(model.name, session, info, self._pool, max_batch=model.max_batch)
         self._engines.append(engine)
         return engine
 
