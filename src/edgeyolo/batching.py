@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
+from edgeyolo.engines.base import BatchEngine
+
 if TYPE_CHECKING:
     from edgeyolo.engines.base import InputSlot
     from edgeyolo.frames import Letterbox
@@ -167,7 +169,9 @@ class Batcher:
             t0 = time.perf_counter_ns()
             waited = tuple((t0 - r.submitted_ns) * _ms for r in live)
             try:
-                raw = await runner.engine.infer_batch([r.slot for r in live])
+                engine = runner.engine
+                assert isinstance(engine, BatchEngine)  # ModelRunner.open checked it
+                raw = await engine.infer_batch([r.slot for r in live])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import structlog
 
 from edgeyolo.batching import Batcher, BatchReport
+from edgeyolo.engines.base import BatchEngine
 from edgeyolo.engines.model import check_model
+from edgeyolo.errors import ModelError
 from edgeyolo.events import Detection
 from edgeyolo.postprocess import Candidates, Detections, Thresholds, decode
 from edgeyolo.stages import ModelOutput
@@ -65,6 +67,7 @@ class ModelRunner:
         engine = backend.open_engine(model)
         try:
             labels, class_ids = check_model(model, engine.info)
+            _check_batching(model, engine, backend)
         except BaseException:
             engine.close()
             raise
@@ -178,6 +181,14 @@ class ModelRunner:
         if self.batcher is not None:
             self.batcher.close()
         self.engine.close()
+
+
+def _check_batching(model: ModelConfig, engine: Engine, backend: Backend) -> None:
+    if model.max_batch > 1 and not isinstance(engine, BatchEngine):
+        raise ModelError(
+            f"models[{model.name}].max_batch is {model.max_batch}, but the {backend.name} "
+            "backend runs one frame per call here; set max_batch: 1"
+        )
 
 
 def to_detections(dets: Detections, labels: Sequence[str]) -> tuple[Detection, ...]:

@@ -144,18 +144,22 @@ class Engine(Protocol):
         """
         ...
 
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchEngine(Engine, Protocol):
+    """An engine that also runs several cameras' slots in one call (``max_batch`` > 1)."""
+
     async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
         """Run the model once on every slot (batch index i = ``slots[i]``).
 
-        Returns the raw output (len(slots) x rows x anchors, float32), valid like ``infer``'s.
-        Each slot is copied into the engine's batch input before the first ``await``: once
-        the call is suspended, the slots may be refilled. Only called with
-        ``1 <= len(slots) <=`` the engine's batch limit (``info.max_batch``, ``max_batch`` of
-        its config).
+        Returns the raw output (len(slots) x rows x anchors, float32), valid until the next
+        call like ``infer``'s. Each slot is read (copied into the engine's own batch input, or
+        that copy enqueued ahead of any later write to the slot) before the first ``await``.
+        Called with 1 to ``max_batch`` (the model's config) slots, one call at a time.
         """
         ...
-
-    def close(self) -> None: ...
 
 
 @runtime_checkable
