@@ -74,3 +74,48 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(SYS_VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# --- Python 3.10 (harden, issue 10) ------------------------------------------------------
+# The oldest Python we support (Jetson's) runs the service, MQTT, config and postprocess
+# tests in its own venv. PY310: pyenv's 3.10.x, else python3.10 on PATH; neither: skipped
+# with a message (the default interpreter's run stands alone).
+PY310 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10*/bin/python3.10) $(shell command -v python3.10 2>/dev/null))
+PY310_VENV ?= .cache/py310
+PY310_TESTS ?= tests/test_config.py tests/test_hardening_config.py tests/test_service.py \
+  tests/test_mqtt_units.py tests/test_mqtt_sink.py tests/test_mqtt_service.py \
+  tests/test_ha_discovery.py tests/test_postprocess.py tests/test_engine_onnxruntime.py
+
+.PHONY: test-py310
+test-py310: system-deps
+	@if [ -z "$(PY310)" ]; then \
+	  echo "test-py310: SKIPPED, no Python 3.10 here (pyenv versions, python3.10 on PATH)"; exit 0; fi; \
+	set -e; \
+	if [ ! -f $(PY310_VENV)/.installed ] || [ pyproject.toml -nt $(PY310_VENV)/.installed ]; then \
+	  echo "+ $(PY310) -m venv $(PY310_VENV) (first run only)"; \
+	  $(PY310) -m venv $(PY310_VENV); \
+	  $(PY310_VENV)/bin/python -m pip install -q -e '.[test]'; \
+	  touch $(PY310_VENV)/.installed; fi; \
+	echo "+ $$($(PY310_VENV)/bin/python --version): $(PY310_TESTS)"; \
+	$(PY310_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY310_TESTS)
+
+# --- A real Home Assistant (harden, issue 10) --------------------------------------------
+# Home Assistant 2025.4 on Python 3.13 in its own venv under .cache/ (first run: about 4
+# minutes of pip), then tests/test_ha_real.py against it (mosquitto + hass + the demo).
+# No Python 3.13: skipped with a message, a failure when CI=true.
+PY313 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13) $(shell command -v python3.13 2>/dev/null))
+HA_VENV ?= .cache/ha-venv
+HA_REQUIREMENTS := homeassistant==2025.4.* home-assistant-frontend==20250411.0 paho-mqtt==2.1.0
+
+.PHONY: test-ha
+test-ha: $(TEST_STAMP) system-deps
+	@if [ -z "$(PY313)" ]; then \
+	  msg="test-ha: no Python 3.13 here (pyenv versions, python3.13 on PATH), so no Home Assistant"; \
+	  if [ "$$CI" = true ]; then echo "$$msg: FAILED (CI=true)"; exit 1; fi; \
+	  echo "$$msg: SKIPPED"; exit 0; fi; \
+	set -ef; \
+	if [ "$$(cat $(HA_VENV)/.installed 2>/dev/null)" != "$(HA_REQUIREMENTS)" ]; then \
+	  echo "+ $(PY313) -m venv $(HA_VENV); pip install $(HA_REQUIREMENTS) (first run only)"; \
+	  $(PY313) -m venv $(HA_VENV); \
+	  $(HA_VENV)/bin/python -m pip install -q $(HA_REQUIREMENTS); \
+	  echo "$(HA_REQUIREMENTS)" > $(HA_VENV)/.installed; fi; \
+	EDGEYOLO_HASS=$(CURDIR)/$(HA_VENV)/bin/hass $(BIN)/pytest -q -p no:cacheprovider -m ha tests/test_ha_real.py
