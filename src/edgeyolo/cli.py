@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from edgeyolo import __version__
+from edgeyolo.config.secrets import redact
 from edgeyolo.errors import EdgeYoloError
 from edgeyolo.log import quiet_native_logs_early
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except EdgeYoloError as exc:
-        print(f"edgeyolo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"edgeyolo {args.command}: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         if exc.name != "cv2":

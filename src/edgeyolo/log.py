@@ -9,6 +9,8 @@ from typing import Literal, TextIO
 
 import structlog
 
+from edgeyolo.config.secrets import redact
+
 # Native libraries write plain-text lines to stderr on their own (OpenCV's
 # "[ WARN:0@0.3] ... GStreamer warning: ...", FFmpeg's "[h264 @ 0x...] ...", ONNX Runtime's
 # "[W:onnxruntime ...]"). A log shipper reading stderr as JSON lines breaks on them, so their
@@ -29,6 +31,17 @@ LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+
+
+def _redact_secrets(
+    _logger: object, _name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """No url password or token-like query parameter reaches a log line (a camera source
+    ``rtsp://user:pass@cam/...`` is logged with its url)."""
+    for key, value in event.items():
+        if isinstance(value, str) and ("@" in value or "=" in value):
+            event[key] = redact(value)
+    return event
 
 
 def configure_logging(
@@ -56,6 +69,7 @@ def configure_logging(
     ]
     if fmt == "json":
         processors.append(structlog.processors.format_exc_info)
+    processors.append(_redact_secrets)
     processors.append(renderer)
     structlog.configure(
         processors=processors,

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeyolo.config.models import Config
 from edgeyolo.config.mqtt import id_warnings
+from edgeyolo.config.secrets import MASK, is_secret_key, scrub, secret_values, secrets_in_text
 from edgeyolo.errors import ConfigError
 from edgeyolo.sources.kinds import (
     is_file_path,
@@ -66,17 +67,26 @@ def _lookup(data: Any, loc: Loc) -> Any:
 
 
 def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
+    secrets = secret_values(raw)
     issues = []
     for err in exc.errors(include_url=False):
         # pydantic puts the union branch name into loc (e.g. 'int' / 'str'); drop it.
         loc = tuple(p for p in err["loc"] if p not in {"int", "str", "list[str]", "path"})
         msg = err["msg"].removeprefix("Value error, ")
-        value = err.get("input") if err["type"] == "extra_forbidden" else _lookup(raw, loc)
-        if err["type"] == "extra_forbidden":
+        unknown = err["type"] == "extra_forbidden"
+        value = err.get("input") if unknown else _lookup(raw, loc)
+        if unknown:
             msg = "unknown key (check the spelling; see config/example.yaml for every key)"
         if isinstance(value, dict | list):
             value = None  # whole sections are not worth echoing back
-        issues.append(ConfigIssue(loc=_loc_str(loc), value=value, message=msg))
+        elif value is not None and (
+            any(is_secret_key(p) for p in loc) or (unknown and loc[:2] == ("sinks", "mqtt"))
+        ):
+            value = MASK  # a secret, or a misspelled key of the section that holds them
+        elif value is not None and not isinstance(value, bool):
+            shown = scrub(str(value), secrets)
+            value = shown if isinstance(value, str) or shown != str(value) else value
+        issues.append(ConfigIssue(loc=_loc_str(loc), value=value, message=scrub(msg, secrets)))
     return issues
 
 
@@ -163,13 +173,23 @@ def load_config(path: Path) -> Config:
     listing every problem as key path, value and message.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} "
+            f"(line {line}); save the file as UTF-8"
+        ) from None
+    try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        # YAML errors quote the offending line, which may hold a password.
+        shown = scrub(str(exc), secrets_in_text(text))
+        raise ConfigError(f"{path}: not valid YAML: {shown}") from None
     return parse_config(raw, path)
 
 

@@ -232,8 +232,21 @@ class MqttConfig(Strict):
     )
     username: str | None = Field(None, description="Username (overridden by one in url).")
     password: SecretStr | None = Field(
-        None, description="Password (overridden by one in url). Never logged."
+        None,
+        description=(
+            "Password (overridden by one in url). Never logged. A number (918273645) is taken "
+            "as its digits; quote it when it starts with 0 (YAML reads 0123 as octal)."
+        ),
     )
+
+    @field_validator("username", "password", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, v: object) -> object:
+        # YAML reads `password: 918273645` as an int; the broker wants the digits.
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)
+        return v
+
     client_id: str | None = Field(
         None, description="MQTT client id. None: 'edgeyolo-<device_id>', stable across restarts."
     )
