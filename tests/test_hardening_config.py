@@ -43,3 +43,21 @@ def test_partial_message_override_merges_with_the_defaults(tmp_path: Path):
     assert out.returncode == 1
     assert "sinks.mqtt.messages.stats.qos = 7" in out.stderr
     assert "retain" not in out.stderr
+
+
+def test_non_utf8_config_is_one_clear_error(tmp_path: Path):
+    """A config saved as Latin-1 names the file, the byte and its offset; no traceback."""
+    text = yaml.safe_dump(_base(), allow_unicode=True).replace("demo", "küche", 1)
+    raw = text.encode("latin-1")
+    offset = raw.index(b"\xfc")
+    out = _check(tmp_path, raw)
+    assert out.returncode == 1
+    assert f"c.yaml: not UTF-8 text: byte 0xfc at offset {offset}" in out.stderr
+    assert "Traceback" not in out.stderr
+    res = subprocess.run(
+        edgeyolo_cmd("run", "-c", str(tmp_path / "c.yaml")), capture_output=True, text=True
+    )
+    assert res.returncode == 2
+    assert f"not UTF-8 text: byte 0xfc at offset {offset}" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

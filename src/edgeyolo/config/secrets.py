@@ -18,7 +18,9 @@ _SECRET_KEY = re.compile(r"pa?s+w|pwd|secret|token|credential|api_?key|auth|priv
 # scheme://user:password@ : the password runs to the last '@' before the path.
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^\s/?#]*@")
 _QUERY_SECRET = re.compile(
-    r"([?&;][^=&;#\s]*(?:pa?s+w|pwd|secret|token|key|auth|sig)[^=&;#\s]*=)[^&;#\s]*", re.IGNORECASE
+    # (not a placeholder such as ?token=<token> in a help text)
+    r"([?&;][^=&;#\s]*(?:pa?s+w|pwd|secret|token|key|auth|sig)[^=&;#\s]*=)(?!<)[^&;#\s]+",
+    re.IGNORECASE,
 )
 
 
