@@ -23,7 +23,9 @@ import aiomqtt
 import pytest
 from typing_extensions import Self
 
-HOST = "127.0.0.1"
+from helpers import LOOPBACK, REPO, free_port
+
+HOST = LOOPBACK
 
 
 def mosquitto_binary() -> str:
@@ -38,13 +40,6 @@ def mosquitto_binary() -> str:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(msg)
     pytest.skip(msg)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -278,7 +273,7 @@ class Collector:
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.2))
 
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "docs" / "mqtt-schema.json"
+SCHEMA_PATH = REPO / "docs" / "mqtt-schema.json"
 _TYPES: dict[str, Any] = {
     "object": dict,
     "array": list,

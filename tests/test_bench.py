@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
-from conftest import REPO, edgeyolo_cmd
+from conftest import REPO
+from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
 
 def bench(*args: str) -> dict:
-    res = subprocess.run(
-        edgeyolo_cmd("bench", *args), capture_output=True, text=True, timeout=600, cwd=REPO
-    )
+    res = run_cli("bench", *args, timeout=600, cwd=REPO)
     assert res.returncode == 0, res.stderr[-2000:]
     (line,) = res.stdout.splitlines()
     return json.loads(line)
@@ -49,8 +47,6 @@ def test_waits_without_gpu_says_what_is_missing():
 
     if cuda_problem() is None:
         pytest.skip("a GPU is present: scripts/gpu-check measures the waits there")
-    res = subprocess.run(
-        edgeyolo_cmd("bench", "--waits"), capture_output=True, text=True, timeout=120, cwd=REPO
-    )
+    res = run_cli("bench", "--waits", timeout=120, cwd=REPO)
     assert res.returncode == 2
     assert "bench --waits needs an NVIDIA GPU: " in res.stderr

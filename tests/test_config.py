@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import DEMO_CONFIG, DEMO_VIDEO, DET, POSE, REPO, edgeyolo_cmd
+from conftest import DEMO_CONFIG, DEMO_VIDEO, DET, POSE, REPO
 from edgeyolo.config import ConfigValidationError, load_config
 from edgeyolo.errors import ConfigError
+from helpers import run_cli
 
 
 def write(tmp_path: Path, data: object, name: str = "c.yaml") -> Path:
@@ -104,9 +105,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
 
 
 def run_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        edgeyolo_cmd("check-config", str(path)), capture_output=True, text=True, timeout=120
-    )
+    return run_cli("check-config", str(path), timeout=120)
 
 
 def test_check_config_cli_lists_every_error(tmp_path):

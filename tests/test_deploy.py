@@ -24,9 +24,9 @@ import yaml
 
 from edgeyolo.config import Config, HttpConfig
 from edgeyolo.metrics import Metrics
+from helpers import REPO, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
+DEPLOY = REPO / "deploy"
 DOCKERFILES = sorted(
     p for p in (DEPLOY / "docker").glob("Dockerfile*") if p.suffix != ".dockerignore"
 )
@@ -154,10 +154,10 @@ def test_dockerfile_copy_sources_exist_and_are_in_context(dockerfile: Path) -> N
             continue
         *sources, _dest = rest.split()
         for src in sources:
-            matches = list(ROOT.glob(src))
+            matches = list(REPO.glob(src))
             assert matches, f"{dockerfile.name}: COPY {src}: nothing in the repo matches"
             for m in matches:
-                rel = m.relative_to(ROOT).as_posix()
+                rel = m.relative_to(REPO).as_posix()
                 assert ignore_allows(patterns, rel), f"{ignore.name} excludes {rel}"
 
 
@@ -204,7 +204,7 @@ def test_compose_services_ports_and_mounts() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", tag), f"mosquitto image tag {tag!r} is not pinned"
     assert any(v.endswith(":/mosquitto/data") for v in mosq["volumes"])
     edge = services["edgeyolo"]
-    assert (ROOT / edge["build"]["dockerfile"]).is_file()
+    assert (REPO / edge["build"]["dockerfile"]).is_file()
     assert "/dev/video0:/dev/video0" in edge["devices"]
     assert "./config.compose.yaml:/etc/edgeyolo/config.yaml:ro" in edge["volumes"]
     assert edge["depends_on"]["mosquitto"]["condition"] == "service_healthy"
@@ -215,12 +215,12 @@ def test_compose_services_ports_and_mounts() -> None:
 def test_compose_gpu_overrides() -> None:
     """The x86 override reserves an NVIDIA GPU; the Jetson one uses the nvidia runtime."""
     nvidia = load_yaml(DEPLOY / "compose.nvidia.yaml")["services"]["edgeyolo"]  # type: ignore[index]
-    assert (ROOT / nvidia["build"]["dockerfile"]).is_file()
+    assert (REPO / nvidia["build"]["dockerfile"]).is_file()
     devices = nvidia["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia"
     assert devices[0]["capabilities"] == ["gpu"]
     jetson = load_yaml(DEPLOY / "compose.jetson.yaml")["services"]["edgeyolo"]  # type: ignore[index]
-    assert (ROOT / jetson["build"]["dockerfile"]).is_file()
+    assert (REPO / jetson["build"]["dockerfile"]).is_file()
     assert jetson["runtime"] == "nvidia"
 
 
@@ -240,13 +240,6 @@ def test_mosquitto_conf_static() -> None:
     assert conf["persistence_location"] == ["/mosquitto/data/"]
     assert conf["listener"] == ["1883"]
     assert int(conf["max_queued_messages"][0]) > 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.mark.mqtt
@@ -337,7 +330,7 @@ def test_grafana_dashboard_uses_existing_metrics() -> None:
 
 def test_docs_name_every_metric() -> None:
     """docs/deploy.md documents every metric family Metrics exports."""
-    doc = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    doc = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
     families = {re.sub(r"_(total|bucket|count|sum|created)$", "", n) for n in every_metric_name()}
     missing = sorted(f for f in families if f.startswith("edgeyolo_") and f not in doc)
     assert not missing, f"docs/deploy.md does not mention {missing}"

@@ -31,6 +31,7 @@ from conftest import DEMO_VIDEO, DET, REPO, edgeyolo_cmd, require
 from edgeyolo.config import CameraConfig, load_config
 from edgeyolo.sources import CaptureSource
 from edgeyolo.sources.opencv import opencv_info
+from helpers import run_cli
 
 pytestmark = pytest.mark.gstreamer
 
@@ -205,13 +206,16 @@ def test_live_pipeline_that_fails_reconnects_with_the_documented_backoff(tmp_pat
 
 
 def _run_detections(config: Path, cwd: Path, frames: int) -> dict[int, list[dict[str, Any]]]:
-    proc = subprocess.run(
-        edgeyolo_cmd("run", "-c", str(config), "--max-frames", str(frames), "--log-format", "json"),
-        capture_output=True,
-        text=True,
+    proc = run_cli(
+        "run",
+        "-c",
+        str(config),
+        "--max-frames",
+        str(frames),
+        "--log-format",
+        "json",
         cwd=cwd,
         timeout=240,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     by_seq = {}
@@ -304,20 +308,12 @@ def test_opencv_without_gstreamer_gives_the_documented_error(tmp_path):
             }
         )
     )
-    check = subprocess.run(
-        edgeyolo_cmd("check-config", str(cfg)), capture_output=True, text=True, check=False
-    )
+    check = run_cli("check-config", str(cfg))
     assert check.returncode == 1
     assert "cameras[0].source: this OpenCV has no GStreamer support" in check.stderr
     assert "--system-site-packages" in check.stderr
     t0 = time.monotonic()
-    run = subprocess.run(
-        edgeyolo_cmd("run", "-c", str(cfg), "--log-format", "json"),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    run = run_cli("run", "-c", str(cfg), "--log-format", "json", timeout=120)
     assert run.returncode == 2
     assert "cameras[csi].source: this OpenCV has no GStreamer support" in run.stderr
     assert "cannot open source, retrying" not in run.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import aiomqtt
 import pytest
 import yaml
 
-from conftest import DEMO_VIDEO, DET, POSE, edgeyolo_cmd
+from conftest import DEMO_VIDEO, DET, POSE
 from edgeyolo.config.mqtt import MqttConfig, ha_id, ha_ids, sanitize_id
 from edgeyolo.sinks.discovery import configuration_url
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.topics import Route
+from helpers import DOCS, run_cli
 from mosquitto import HOST, Collector, Mosquitto
 
 COCO = ["person", "bicycle", "car"]
@@ -74,17 +74,13 @@ def test_check_config_warns_about_folded_id_collisions(tmp_path: Path):
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    out = subprocess.run(
-        edgeyolo_cmd("check-config", "--no-models", str(path)), capture_output=True, text=True
-    )
+    out = run_cli("check-config", "--no-models", str(path))
     assert out.returncode == 0, out.stderr
     assert "warning: cameras 'küche', 'kuche' have the same Home Assistant id 'kuche'" in out.stderr
     assert f"'{ha_ids(['küche', 'kuche'])['küche']}'" in out.stderr
     cfg["sinks"]["mqtt"]["discovery"] = {"enabled": False}  # no discovery: nothing to warn about
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    out = subprocess.run(
-        edgeyolo_cmd("check-config", "--no-models", str(path)), capture_output=True, text=True
-    )
+    out = run_cli("check-config", "--no-models", str(path))
     assert out.returncode == 0
     assert "warning" not in out.stderr
 
@@ -222,12 +218,7 @@ def test_remove_discovery_clears_every_camera_device(tmp_path: Path, broker: Mos
             await c.publish(other, json.dumps({"dev": {"via_device": "edgeyolo_x"}}), 1, True)
 
     asyncio.run(seed())
-    res = subprocess.run(
-        edgeyolo_cmd("mqtt", "remove-discovery", "-c", str(path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = run_cli("mqtt", "remove-discovery", "-c", str(path), timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == [w for t in [*ours, stale] for w in ("cleared", t)]
 
@@ -241,7 +232,7 @@ def test_remove_discovery_clears_every_camera_device(tmp_path: Path, broker: Mos
 
 def test_documented_discovery_payloads_are_what_the_sink_sends():
     """docs/mqtt.md's discovery examples are the demo's payloads (some components left out)."""
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "mqtt.md").read_text()
+    docs = (DOCS / "mqtt.md").read_text()
     documented = {}
     for part in docs.split("`homeassistant/device/")[1:]:
         topic, rest = part.split("`", 1)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from conftest import DEMO_VIDEO, DET, edgeyolo_cmd
+from conftest import DEMO_VIDEO, DET
 from edgeyolo.config import parse_config
+from helpers import run_cli
 
 
 def _base(**sinks: object) -> dict:
@@ -25,9 +26,7 @@ def _check(tmp_path: Path, raw: dict | str | bytes, *args: str) -> subprocess.Co
         path.write_bytes(raw)
     else:
         path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw), encoding="utf-8")
-    return subprocess.run(
-        edgeyolo_cmd("check-config", *args, str(path)), capture_output=True, text=True
-    )
+    return run_cli("check-config", *args, str(path))
 
 
 def test_partial_message_override_merges_with_the_defaults(tmp_path: Path):
@@ -54,9 +53,7 @@ def test_non_utf8_config_is_one_clear_error(tmp_path: Path):
     assert out.returncode == 1
     assert f"c.yaml: not UTF-8 text: byte 0xfc at offset {offset}" in out.stderr
     assert "Traceback" not in out.stderr
-    res = subprocess.run(
-        edgeyolo_cmd("run", "-c", str(tmp_path / "c.yaml")), capture_output=True, text=True
-    )
+    res = run_cli("run", "-c", str(tmp_path / "c.yaml"))
     assert res.returncode == 2
     assert f"not UTF-8 text: byte 0xfc at offset {offset}" in res.stderr
     assert "Traceback" not in res.stderr

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, DET, POSE, REPO, edgeyolo_cmd
+from helpers import run_async, run_cli
 from mosquitto import HOST, Collector, Mosquitto, free_port, validate
 
 if TYPE_CHECKING:
@@ -78,10 +79,6 @@ class Service:
             pytest.fail(f"edgeyolo run did not stop within {timeout}s:\n{self.logs()[-3000:]}")
 
 
-def run(coro: Any, timeout: float = 180) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
 def new_prefix() -> str:
     return f"svc-{uuid.uuid4().hex[:8]}"
 
@@ -120,7 +117,7 @@ def test_service_publishes_state_events_and_offline(tmp_path: Path, broker: Mosq
             )
             return col, code
 
-    col, code = run(main())
+    col, code = run_async(main(), 180)
     assert code == 0
     assert [m.payload for m in col.on(f"{pfx}/svc/availability")] == [b"online", b"offline"]
     disc = col.last(f"{pfx}-ha/device/svc/config")
@@ -163,7 +160,7 @@ def test_service_publishes_state_events_and_offline(tmp_path: Path, broker: Mosq
             await c.wait_for(lambda c: len(c.messages) >= 2, what="retained discovery and counts")
             assert all(m.retain for m in c.messages)
 
-    run(retained(), 20)
+    run_async(retained(), 20)
 
 
 def test_service_killed_leaves_last_will_offline(tmp_path: Path, broker: Mosquitto):
@@ -181,7 +178,7 @@ def test_service_killed_leaves_last_will_offline(tmp_path: Path, broker: Mosquit
                 svc.stop(signal.SIGKILL)
             await col.wait_for(lambda c: c.last(avail).payload == b"offline", 10, "last will")
 
-    run(main())
+    run_async(main(), 180)
 
 
 def test_service_survives_broker_restart(tmp_path: Path):
@@ -235,7 +232,7 @@ def test_service_survives_broker_restart(tmp_path: Path):
             broker.stop()
             assert code == 0
 
-    before, after, svc = run(main())
+    before, after, svc = run_async(main(), 180)
     assert after == sorted(after)
     assert after[0] > before[-1] - 2  # continues the sequence, never starts again
     assert '"mqtt connected"' in svc.logs()
@@ -283,11 +280,13 @@ def test_remove_discovery_command(tmp_path: Path, broker: Mosquitto):
             await c.publish(disc, b'{"dev": {}}', qos=1, retain=True)
             await c.publish(f"{pfx}/svc/demo/count/person", b'{"count": 1}', qos=1, retain=True)
 
-    run(seed(), 20)
-    res = subprocess.run(
-        edgeyolo_cmd("mqtt", "remove-discovery", "-c", str(config), "--clear-state"),
-        capture_output=True,
-        text=True,
+    run_async(seed(), 20)
+    res = run_cli(
+        "mqtt",
+        "remove-discovery",
+        "-c",
+        str(config),
+        "--clear-state",
         timeout=60,
         cwd=REPO,
         env={**os.environ},
@@ -301,14 +300,12 @@ def test_remove_discovery_command(tmp_path: Path, broker: Mosquitto):
             await asyncio.sleep(0.5)
             assert c.messages == []  # nothing retained any more
 
-    run(check(), 20)
+    run_async(check(), 20)
     # An unreachable broker is a clear error, not a traceback.
-    res = subprocess.run(
-        edgeyolo_cmd(
-            "mqtt", "remove-discovery", "-c", str(config),
-            "--mqtt-url", f"mqtt://u:secret@{HOST}:{free_port()}", "--timeout", "2",
-        ),
-        capture_output=True, text=True, timeout=60, cwd=REPO,
+    url = f"mqtt://u:secret@{HOST}:{free_port()}"
+    res = run_cli(
+        "mqtt", "remove-discovery", "-c", str(config), "--mqtt-url", url, "--timeout", "2",
+        timeout=60, cwd=REPO,
     )  # fmt: skip
     assert res.returncode == 2
     assert "MQTT broker mqtt://127.0.0.1" in res.stderr
@@ -320,12 +317,8 @@ def test_remove_discovery_command(tmp_path: Path, broker: Mosquitto):
 def test_bad_mqtt_url_is_a_clear_cli_error(tmp_path: Path):
     """`edgeyolo run --mqtt-url` with a bad url exits 2 naming the option, password masked."""
     config = write_config(tmp_path, new_prefix(), "embedded")
-    res = subprocess.run(
-        edgeyolo_cmd("run", "-c", str(config), "--mqtt-url", "http://me:hunter2@host:1883"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
+    res = run_cli(
+        "run", "-c", str(config), "--mqtt-url", "http://me:hunter2@host:1883", timeout=60, cwd=REPO
     )
     assert res.returncode == 2
     assert "--mqtt-url 'http://me:***@host:1883'" in res.stderr

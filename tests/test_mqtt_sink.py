@@ -23,10 +23,10 @@ from edgeyolo.events import Detection, DetectionEvent, StatsEvent
 from edgeyolo.metrics import Metrics
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.topics import Route
+from helpers import run_async
 from mosquitto import HOST, Collector, Mosquitto, TlsFiles, free_port, validate
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
     from pathlib import Path
 
 pytestmark = pytest.mark.mqtt
@@ -38,10 +38,6 @@ TOPOLOGY = [
 KPTS_STANDING = tuple(
     (50.0 + (i % 2) * 10, 40.0 + (i // 2) * 15, 0.9) for i in range(17)
 )  # shoulders above hips above knees: upright
-
-
-def run(coro: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def prefix() -> str:
@@ -139,7 +135,7 @@ def test_publishes_availability_discovery_state_and_events(broker: Mosquitto):
             if c["p"] != "event":
                 assert col.on(c["state_topic"]), c["state_topic"]
 
-    run(main())
+    run_async(main())
 
 
 def test_counts_are_published_on_change_not_per_frame(broker: Mosquitto):
@@ -163,7 +159,7 @@ def test_counts_are_published_on_change_not_per_frame(broker: Mosquitto):
         assert counts[-1] == 3
         assert len(counts) <= 4, counts  # not one message per frame (80 frames)
 
-    run(main())
+    run_async(main())
 
 
 def test_clean_close_publishes_offline_and_killed_process_gets_last_will(broker: Mosquitto):
@@ -205,7 +201,7 @@ def test_clean_close_publishes_offline_and_killed_process_gets_last_will(broker:
             assert late.messages[0].payload == b"offline"
             assert late.messages[0].retain
 
-    run(main())
+    run_async(main())
 
 
 def test_broker_restart_reconnects_republishes_and_continues_sequence(tmp_path: Path):
@@ -271,7 +267,7 @@ def test_broker_restart_reconnects_republishes_and_continues_sequence(tmp_path: 
         return {"lost": lost, "reconnects": stats.reconnects}
 
     try:
-        result = run(main(), timeout=90)
+        result = run_async(main(), timeout=90)
     finally:
         broker.stop()
     # With the defaults (outbox 1000) nothing buffered during the outage is dropped; what can
@@ -316,7 +312,7 @@ def test_outbox_bound_holds_and_drops_are_counted_and_logged(tmp_path: Path):
             await sink.close()
 
     try:
-        run(main())
+        run_async(main())
     finally:
         broker.stop()
 
@@ -365,7 +361,7 @@ def test_wrong_credentials_and_unreachable_broker_retry_with_clear_logs(tmp_path
             await sink.close()
 
     try:
-        run(main())
+        run_async(main())
     finally:
         broker.stop()
 
@@ -398,7 +394,7 @@ def test_names_with_wildcards_are_sanitized_on_the_wire(broker: Mosquitto):
         assert m.json()["label"] == "a/b+c#"
         assert m.json()["camera"] == "front/door #1"
 
-    run(main())
+    run_async(main())
 
 
 # paho-mqtt 2.2 leaves the socket of a failed TLS handshake for the garbage collector (its
@@ -439,7 +435,7 @@ def test_tls_with_a_test_ca(tmp_path: Path):
             await sink.close()
 
     try:
-        run(main())
+        run_async(main())
     finally:
         gc.collect()  # let the leaked sockets' warnings fire under this test's filters
         broker.stop()
@@ -463,7 +459,7 @@ def test_home_assistant_birth_resends_discovery(broker: Mosquitto):
             await sink.close()
         assert json.loads(col.on(disc)[1].payload) == json.loads(col.on(disc)[0].payload)
 
-    run(main())
+    run_async(main())
 
 
 def test_embedded_broker_serves_subscribers(tmp_path: Path):
@@ -494,7 +490,7 @@ def test_embedded_broker_serves_subscribers(tmp_path: Path):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((HOST, port))
 
-    run(main())
+    run_async(main())
 
 
 def mqtt_samples(m: Metrics) -> dict[str, float]:
@@ -540,4 +536,4 @@ def test_metrics_read_the_sink_when_scraped(broker: Mosquitto):
         assert detail["mqtt"]["down_s"] == 11.0
         assert detail["mqtt"]["connected"] is False
 
-    run(main())
+    run_async(main())

@@ -18,6 +18,7 @@ from edgeyolo.sinks.derive import pose_summary, posture
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.outbox import Message, Outbox
 from edgeyolo.sinks.topics import Route, Topics, sanitize_segment, unique_segments
+from helpers import DOCS, REPO
 
 WILDCARDS = ("+", "#", "\x00")
 
@@ -212,15 +213,15 @@ def test_sink_topology_decides_counts_occupancy_and_pose(tmp_path: Path):
     assert sink.stats().connected is False
 
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "mqtt.md"
-FLOW = Path(__file__).resolve().parents[1] / "deploy" / "node-red" / "flow.json"
+MQTT_DOC = DOCS / "mqtt.md"
+FLOW = REPO / "deploy" / "node-red" / "flow.json"
 
 
 def test_documented_payloads_follow_the_schema():
     """Every example payload in docs/mqtt.md validates against docs/mqtt-schema.json."""
     from mosquitto import validate
 
-    text = DOCS.read_text()
+    text = MQTT_DOC.read_text()
     blocks = text.split("```json\n")[1:]
     checked = set()
     for block in blocks:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from functools import cache
 from pathlib import Path
 
@@ -13,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DET, GOLDEN, POSE, REPO, edgeyolo_cmd, shared_media
+from conftest import DET, GOLDEN, POSE, REPO, shared_media
 from edgeyolo.engines.onnxruntime import open_session
 from edgeyolo.frames import Letterbox
 from edgeyolo.postprocess import Thresholds, decode, nms
 from edgeyolo.preprocess import Preprocessor
+from helpers import run_cli
 
 GOLDEN_FILES = sorted(GOLDEN.glob("ultralytics-*-conf*.json"))
 MODELS = {"detect": DET, "pose": POSE}
@@ -207,18 +207,14 @@ def test_class_filter_and_max_det(demo_frame):
 def test_predict_cli_matches_ultralytics():
     """`edgeyolo predict` on bus.jpg prints Ultralytics' detections (rounded to 0.01 px)."""
     bus = shared_media("bus.jpg")
-    res = subprocess.run(
-        edgeyolo_cmd(
-            "predict",
-            "--model",
-            str(DET),
-            "--task",
-            "detect",
-            str(bus),
-            str(REPO / "media" / "demo-scene.mp4"),
-        ),
-        capture_output=True,
-        text=True,
+    res = run_cli(
+        "predict",
+        "--model",
+        str(DET),
+        "--task",
+        "detect",
+        str(bus),
+        str(REPO / "media" / "demo-scene.mp4"),
         timeout=300,
     )
     assert res.returncode == 0, res.stderr
@@ -247,19 +243,9 @@ def test_predict_cli_matches_ultralytics():
 
 def test_predict_cli_errors(tmp_path):
     missing = tmp_path / "none.jpg"
-    res = subprocess.run(
-        edgeyolo_cmd("predict", "--model", str(DET), str(missing)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_cli("predict", "--model", str(DET), str(missing), timeout=120)
     assert res.returncode == 2
     assert f"{missing}: no such file" in res.stderr
-    res = subprocess.run(
-        edgeyolo_cmd("predict", "--model", str(POSE), "--task", "detect", str(missing)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = run_cli("predict", "--model", str(POSE), "--task", "detect", str(missing), timeout=120)
     assert res.returncode == 2
     assert "is a 'pose' model; set task: pose" in res.stderr

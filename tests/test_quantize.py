@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from conftest import DEMO_VIDEO, DET, POSE, edgeyolo_cmd, read_frame, shared_media
+from conftest import DEMO_VIDEO, DET, POSE, read_frame, shared_media
 from edgeyolo.engines.model import QUANT_METADATA_KEY as METADATA_KEY
 from edgeyolo.errors import ModelError, SourceError
 from edgeyolo.postprocess import Detections, Thresholds, decode
@@ -26,6 +25,7 @@ from edgeyolo.quantize import (
     head_output_convs,
     quantize_model,
 )
+from helpers import run_cli
 
 CALIB_FRAMES = 8
 
@@ -243,13 +243,7 @@ def test_cli_reports_missing_model(tmp_path: Path) -> None:
     """The subcommand is registered and turns errors into a message and exit code 2."""
     # A subprocess: the CLI configures logging globally, which must not leak into other tests.
     missing = tmp_path / "missing.onnx"
-    proc = subprocess.run(
-        edgeyolo_cmd("quantize", str(missing), "--calib", str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_cli("quantize", str(missing), "--calib", str(tmp_path), timeout=60)
     assert proc.returncode == 2
     assert str(missing) in proc.stderr
     assert proc.stdout == ""
@@ -263,13 +257,7 @@ def test_cli_writes_default_output(tmp_path: Path) -> None:
     images = tmp_path / "calib"
     images.mkdir()
     cv2.imwrite(str(images / "f.jpg"), read_frame(shared_media("vtest.avi"), 300))
-    proc = subprocess.run(
-        edgeyolo_cmd("quantize", str(model), "--calib", str(images), "--frames", "1"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    proc = run_cli("quantize", str(model), "--calib", str(images), "--frames", "1", timeout=120)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "det-int8-cpu.onnx"
     assert proc.stdout.strip() == str(out)

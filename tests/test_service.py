@@ -19,6 +19,7 @@ from conftest import DEMO_CONFIG, REPO, edgeyolo_cmd
 from edgeyolo.app import RunOptions, run_service
 from edgeyolo.config import load_config
 from edgeyolo.log import configure_logging
+from helpers import run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -49,12 +50,8 @@ def run_looping(config: Path) -> subprocess.Popen[str]:
 
 def test_demo_run_streams_events_and_logs():
     """`edgeyolo run` (no -c: the bundled demo) gives 4 models' events per frame on stdout."""
-    res = subprocess.run(
-        edgeyolo_cmd("run", "--max-frames", "24", "--fast", "--log-format", "json"),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=REPO,
+    res = run_cli(
+        "run", "--max-frames", "24", "--fast", "--log-format", "json", timeout=240, cwd=REPO
     )
     assert res.returncode == 0, res.stderr[-2000:]
     everything = [json.loads(line) for line in res.stdout.splitlines()]
@@ -259,10 +256,13 @@ def test_systemd_notifications(tmp_path):
     sock.settimeout(30)
     env = {**os.environ, "NOTIFY_SOCKET": str(path)}
     try:
-        res = subprocess.run(
-            edgeyolo_cmd("run", "-c", str(demo_config(tmp_path)), "--max-frames", "3", "--fast"),
-            capture_output=True,
-            text=True,
+        res = run_cli(
+            "run",
+            "-c",
+            str(demo_config(tmp_path)),
+            "--max-frames",
+            "3",
+            "--fast",
             timeout=240,
             cwd=REPO,
             env=env,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import REPO
 from mosquitto import Mosquitto
 
-REPO = Path(__file__).resolve().parents[1]
 # CI runs about two minutes; EDGEYOLO_SOAK_S makes a developer's run shorter or longer.
 DURATION_S = float(os.environ.get("EDGEYOLO_SOAK_S", "120"))
 

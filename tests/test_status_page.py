@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_CONFIG, REPO, edgeyolo_cmd
-from mosquitto import free_port
+from helpers import free_port
 
 pytestmark = pytest.mark.slow
 

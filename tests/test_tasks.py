@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 import pytest
 
 from edgeyolo.tasks import TaskGroup
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, 5))
+from helpers import run_async
 
 
 async def forever(ended: list[str], name: str) -> None:
@@ -37,7 +33,7 @@ def test_leaving_the_block_cancels_and_awaits_what_still_runs():
         assert a.cancelled()
         assert ended == ["a"]  # its cleanup ran before the block ended
 
-    run(main())
+    run_async(main(), 5)
 
 
 def test_first_failure_cancels_the_others_and_the_body_then_raises_it():
@@ -67,7 +63,7 @@ def test_first_failure_cancels_the_others_and_the_body_then_raises_it():
         # The task running the block is not left cancelled: waiting still works.
         assert await asyncio.wait_for(asyncio.sleep(0.01, result="ok"), 1) == "ok"
 
-    run(main())
+    run_async(main(), 5)
 
 
 def test_a_failure_racing_the_end_of_the_body_is_not_lost():
@@ -87,7 +83,7 @@ def test_a_failure_racing_the_end_of_the_body_is_not_lost():
         with pytest.raises(RuntimeError, match="late"):
             await block()
 
-    run(main())
+    run_async(main(), 5)
 
 
 def test_the_body_error_propagates_and_tasks_are_cancelled():
@@ -104,7 +100,7 @@ def test_the_body_error_propagates_and_tasks_are_cancelled():
             await block()
         assert ended == ["x"]
 
-    run(main())
+    run_async(main(), 5)
 
 
 def test_cancelling_the_block_from_outside_cancels_the_tasks():
@@ -125,7 +121,7 @@ def test_cancelling_the_block_from_outside_cancels_the_tasks():
             await task
         assert ended == ["child"]
 
-    run(main())
+    run_async(main(), 5)
 
 
 def test_a_task_cancelled_by_itself_is_not_a_failure_and_start_needs_the_block():
@@ -142,4 +138,4 @@ def test_a_task_cancelled_by_itself_is_not_a_failure_and_start_needs_the_block()
         with pytest.raises(RuntimeError, match="outside"):
             tg.start(asyncio.sleep(0))
 
-    run(main())
+    run_async(main(), 5)

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,27 +31,9 @@ from edgeyolo.engines.trt_runtime import (
     tensorrt_unavailable_reason,
 )
 from edgeyolo.errors import BackendUnavailableError, ModelError
+from helpers import DET, POSE, REPO, Gpu
 
-REPO = Path(__file__).resolve().parents[1]
-DET = REPO / "models" / "edgeyolo-demo-det.onnx"
-POSE = REPO / "models" / "edgeyolo-demo-pose.onnx"
-
-
-@dataclass(frozen=True)
-class Gpu:
-    """A GPU identity, as CudaContext reports it."""
-
-    name: str = "Orin"
-    compute_capability: tuple[int, int] = (8, 7)
-
-
-@pytest.fixture
-def trt(monkeypatch):
-    """The fake as ``tensorrt``, at TensorRT 10.3 unless a test reconfigures it."""
-    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt)
-    fake_tensorrt.configure("10.3.0.30")
-    yield fake_tensorrt
-    fake_tensorrt.configure("10.3.0.30")
+# The `trt` fixture (the fake as `tensorrt`, at TensorRT 10.3) comes from helpers via conftest.
 
 
 def load(path: Path, trt_module):

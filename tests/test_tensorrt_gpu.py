@@ -30,18 +30,15 @@ from edgeyolo.config import GpuPathConfig, ModelConfig, TensorRTConfig  # noqa: 
 from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: E402
 from edgeyolo.gpu import CudaContext  # noqa: E402
 from edgeyolo.preprocess import Preprocessor  # noqa: E402
+from helpers import DEMO_VIDEO, DET, POSE  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-DET = REPO / "models" / "edgeyolo-demo-det.onnx"
-POSE = REPO / "models" / "edgeyolo-demo-pose.onnx"
-VIDEO = REPO / "media" / "demo-scene.mp4"
 # These tests compare raw engine outputs: decode on the CPU (the GPU letterbox is still used).
 RAW = GpuPathConfig(decode="cpu")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
 def frames(n: int) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(VIDEO))
+    cap = cv2.VideoCapture(str(DEMO_VIDEO))
     out = []
     while len(out) < n:
         ok, img = cap.read()
@@ -49,7 +46,7 @@ def frames(n: int) -> list[np.ndarray]:
             break
         out.append(img)
     cap.release()
-    assert out, f"cannot read {VIDEO}"
+    assert out, f"cannot read {DEMO_VIDEO}"
     return out
 
 
@@ -61,13 +58,7 @@ def ort_reference(onnx: Path, blob: np.ndarray) -> np.ndarray:
     return sess.run(None, {name: blob.astype(np.float32)})[0]
 
 
-@pytest.fixture
-def trt(monkeypatch):
-    fake = fake_tensorrt.install()
-    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
-    fake.set_executor(None)
-    yield fake
-    fake.set_executor(None)
+# The `trt` fixture (the fake as `tensorrt`, ONNX Runtime executor) comes from helpers.
 
 
 def engine_file(tmp_path: Path, onnx: Path, name: str, **fields) -> Path:
