@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import run_async
 from mosquitto import Collector, Mosquitto, free_port
-from test_mqtt_service import Service, run, write_config
+from test_mqtt_service import Service, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,7 +63,7 @@ def test_snapshots_reach_a_subscriber_and_discovery_has_image_entities(
             retained = [m.payload for m in late.messages if m.retain]
         return col, retained
 
-    col, retained = run(main())
+    col, retained = run_async(main(), 180)
     for topic in snap_topics:
         jpeg = col.on(topic)[-1].payload
         assert jpeg[:2] == b"\xff\xd8", "raw JPEG bytes, not JSON or base64"
@@ -107,7 +108,7 @@ def test_snapshots_off_by_default_no_image_entity(tmp_path: Path, broker: Mosqui
                 assert svc.stop() == 0, svc.logs()[-3000:]
         return col
 
-    col = run(main())
+    col = run_async(main(), 180)
     assert not [m for m in col.messages if "/snapshot/" in m.topic]
     camera_cfg = col.last(f"{pfx}-ha/device/svc_demo/config")
     assert camera_cfg is not None
