@@ -137,3 +137,44 @@ def test_point_in_polygon() -> None:
     poly = np.array([[0, 0], [10, 0], [10, 10], [5, 5], [0, 10]], np.float64)
     pts = np.array([[2, 2], [5, 8], [8, 6], [11, 5], [5, 4.9]], np.float64)
     assert in_polygon(pts, poly).tolist() == [True, False, True, False, True]
+
+
+def test_kalman_predict_is_f_p_ft_plus_q() -> None:
+    """The block-wise predict equals F P F^T + Q written with matrices."""
+    from edgeyolo.tracking import kalman
+
+    rng = np.random.default_rng(0)
+    mean = rng.normal(size=(5, 8)) + [0, 0, 0, 50, 0, 0, 0, 0]
+    a = rng.normal(size=(5, 8, 8))
+    cov = a @ a.transpose(0, 2, 1)
+    dt = 0.07
+    f = np.eye(8)
+    f[:4, 4:] = dt * np.eye(4)
+    m2, c2 = kalman.predict(mean, cov, dt)
+    h = mean[:, 3]
+    q = np.array([0.2**2] * 4 + [0.35**2] * 4) * dt
+    want = f @ cov @ f.T + np.einsum("n,k,kl->nkl", h * h, q, np.eye(8))
+    np.testing.assert_allclose(m2, mean @ f.T)
+    np.testing.assert_allclose(c2, want)
+
+
+def test_kalman_update_pulls_towards_the_measurement() -> None:
+    """A corrected track lies between prediction and measurement, with less uncertainty."""
+    from edgeyolo.tracking import kalman
+
+    mean, cov = kalman.initiate(np.array([[100.0, 100.0, 40.0, 100.0]]))
+    z = np.array([[110.0, 100.0, 40.0, 100.0]])
+    m2, c2 = kalman.update(mean, cov, z)
+    assert 100.0 < m2[0, 0] < 110.0
+    assert c2[0, 0, 0] < cov[0, 0, 0]
+
+
+def test_posture_needs_min_duration_and_ignores_unknown() -> None:
+    """A posture counts after holding min_s; a blip back and unknown frames change nothing."""
+    from edgeyolo.tracking.lifecycle import PostureFilter
+
+    pf = PostureFilter(min_s=1.0)
+    seq = [(0.0, "standing"), (0.5, "standing"), (1.0, "standing")]
+    seq += [(1.1, "lying"), (1.2, "standing"), (1.3, "lying"), (1.8, "unknown"), (2.4, "lying")]
+    changes = [(t, pf.current) for t, raw in seq if pf.step(raw, t)]  # type: ignore[arg-type]
+    assert changes == [(1.0, "standing"), (2.4, "lying")]

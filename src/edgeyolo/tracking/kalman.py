@@ -24,6 +24,7 @@ _STD_VEL = 0.35
 # A new track's velocity is unknown: its initial std, in box heights per second.
 _STD_VEL_INIT = 1.0
 _EYE4 = np.eye(4)
+_Q_UNIT = np.array([_STD_POS**2] * 4 + [_STD_VEL**2] * 4)
 
 
 def xyxy_to_cxcywh(boxes: npt.NDArray[np.floating]) -> F64:
@@ -63,19 +64,16 @@ def predict(mean: F64, cov: F64, dt: float) -> tuple[F64, F64]:
     n = len(mean)
     if n == 0:
         return mean, cov
-    f = np.eye(8)
-    f[:4, 4:] = dt * _EYE4
-    mean = mean @ f.T
-    cov = f @ cov @ f.T
-    s = _scale(mean[:, 3])[:, None]
-    q = np.concatenate(
-        (
-            np.repeat((_STD_POS**2 * dt) * s * s, 4, axis=1),
-            np.repeat((_STD_VEL**2 * dt) * s * s, 4, axis=1),
-        ),
-        axis=1,
-    )
-    cov.reshape(n, 64)[:, ::9] += q  # the diagonals, through a strided view
+    s = _scale(mean[:, 3])  # noise from the height before the step, as in SORT/ByteTrack
+    mean = mean.copy()
+    mean[:, :4] += dt * mean[:, 4:]
+    # F P F^T with F = [[I, dt I], [0, I]], by blocks: rows first (F P), then columns.
+    # Cheaper than batched 8x8 matmuls, which numpy runs without BLAS for small stacks.
+    cov = cov.copy()
+    cov[:, :4, :] += dt * cov[:, 4:, :]
+    cov[:, :, :4] += dt * cov[:, :, 4:]
+    # Process noise: the diagonal, (std x box height)^2 x dt, through a strided view.
+    cov.reshape(n, 64)[:, ::9] += (s * s)[:, None] * (_Q_UNIT * dt)
     return mean, cov
 
 
@@ -89,6 +87,6 @@ def update(mean: F64, cov: F64, z: F64) -> tuple[F64, F64]:
     # K = P H^T S^-1, solved rather than inverted: S is symmetric, so K^T = solve(S, H P).
     gain = np.linalg.solve(s_mat, np.swapaxes(ph, 1, 2)).swapaxes(1, 2)
     innov = z - mean[:, :4]
-    new_mean = mean + np.einsum("nij,nj->ni", gain, innov)
+    new_mean = mean + (gain @ innov[:, :, None])[:, :, 0]
     new_cov = cov - gain @ np.swapaxes(ph, 1, 2)
     return new_mean, new_cov

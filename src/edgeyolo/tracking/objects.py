@@ -142,32 +142,21 @@ class ObjectTracker:
             (t.state == TrackState.CONFIRMED for t in tracks), np.bool_, n
         )
         rows_seen = np.flatnonzero(seen)
-        for i in rows_seen.tolist():
-            self._observe(tracks[i], dets, timestamp)
-        if n and (self.zones.zones or self.lines.lines):
-            points = np.zeros((n, 2))
-            points[rows_seen] = anchors(dets.boxes[det_rows[rows_seen]])
-            classes = np.fromiter((t.class_id for t in tracks), np.intp, n)
+        if len(rows_seen):
+            boxes = dets.boxes.tolist()
+            for i in rows_seen.tolist():
+                self._observe(tracks[i], boxes, dets, timestamp)
+        rows = rows_seen.tolist()
+        if rows and (self.zones.zones or self.lines.lines):
+            points = anchors(dets.boxes[det_rows[rows_seen]])
+            classes = np.array([tracks[i].class_id for i in rows], np.intp)
             c = tr.columns
-            zr, zc = self.zones.step(
-                c["zone_in"],
-                c["zone_streak"],
-                points,
-                seen,
-                self._ok(self._zone_ok, classes),
-            )
-            for i, j in zip(zr.tolist(), zc.tolist(), strict=True):
-                entered = bool(c["zone_in"][i, j])
+            ok = self._ok(self._zone_ok, classes)
+            for i, j, inside in self.zones.step(c["zone_in"], c["zone_streak"], rows, points, ok):
                 rec = self.records[tracks[i].track_id]
-                events.append(self._zone(rec, self.zones.zones[j].name, entered, timestamp, seq))
-            lr, lc, ld = self.lines.step(
-                c["line_side"],
-                c["line_streak"],
-                points,
-                seen,
-                self._ok(self._line_ok, classes),
-            )
-            for i, j, d in zip(lr.tolist(), lc.tolist(), ld.tolist(), strict=True):
+                events.append(self._zone(rec, self.zones.zones[j].name, inside, timestamp, seq))
+            ok = self._ok(self._line_ok, classes)
+            for i, j, d in self.lines.step(c["line_side"], c["line_streak"], rows, points, ok):
                 events.append(self._line(tracks[i], j, d, timestamp, seq))
         for i in rows_seen.tolist():
             rec = self.records[tracks[i].track_id]
@@ -202,9 +191,11 @@ class ObjectTracker:
         self.records[t.track_id] = rec
         return rec
 
-    def _observe(self, t: Track, dets: Detections, timestamp: float) -> None:
+    def _observe(
+        self, t: Track, boxes: list[list[float]], dets: Detections, timestamp: float
+    ) -> None:
         rec = self.records[t.track_id]
-        b = dets.boxes[t.det].tolist()
+        b = boxes[t.det]
         rec.box = (b[0], b[1], b[2], b[3])
         rec.last_seen = timestamp
         rec.score = t.score
@@ -276,8 +267,8 @@ class ObjectTracker:
             label=self.label(t.class_id),
             track_id=t.track_id,
             direction="in" if direction > 0 else "out",
-            in_count=int(counts[0]),
-            out_count=int(counts[1]),
+            in_count=counts[0],
+            out_count=counts[1],
         )
 
     def _end(self, t: Track, timestamp: float, seq: int) -> list[Event]:

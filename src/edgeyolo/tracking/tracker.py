@@ -73,7 +73,7 @@ def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> F64:
     b = b.astype(np.float64, copy=False)
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0.0, None)
+    wh = np.maximum(rb - lt, 0.0)
     inter = wh[..., 0] * wh[..., 1]
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
@@ -170,53 +170,52 @@ class ByteTracker:
         if len(tracks):
             np.maximum(self.mean[:, 2:4], 1.0, out=self.mean[:, 2:4])
         t_cls = np.fromiter((t.class_id for t in tracks), np.intp, len(tracks))
-        t_state = np.fromiter((t.state for t in tracks), np.int8, len(tracks))
         # One IoU matrix for all stages; pairs of different classes never match.
         pred = self.boxes()
         iou = iou_matrix(pred, boxes)
         iou[t_cls[:, None] != class_ids[None, :]] = 0.0
-        t_free = np.ones(len(tracks), bool)
-        d_free = np.ones(len(scores), bool)
-        high = scores >= self.high_thresh
-        low = (scores >= self.low_thresh) & ~high
-        matched_t: list[Ints] = []
-        matched_d: list[Ints] = []
+        # Pools are short Python lists: for tens of objects that is cheaper than numpy masks.
+        score_of = scores.tolist()
+        high = [i for i, v in enumerate(score_of) if v >= self.high_thresh]
+        low = [i for i, v in enumerate(score_of) if self.low_thresh <= v < self.high_thresh]
+        confirmed = [i for i, t in enumerate(tracks) if t.state == TrackState.CONFIRMED]
+        lost = [i for i, t in enumerate(tracks) if t.state == TrackState.LOST]
+        tentative = [i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE]
+        pairs: list[tuple[int, int]] = []
 
-        def match(
-            t_mask: npt.NDArray[np.bool_], d_mask: npt.NDArray[np.bool_], min_iou: float
-        ) -> None:
-            r, c = associate(
-                iou, np.flatnonzero(t_mask & t_free), np.flatnonzero(d_mask & d_free), min_iou
-            )
-            t_free[r] = False
-            d_free[c] = False
-            matched_t.append(r)
-            matched_d.append(c)
+        def match(pool: list[int], dets: list[int], min_iou: float) -> tuple[list[int], list[int]]:
+            """Match, record the pairs, return what is left of ``pool`` and ``dets``."""
+            if not pool or not dets:
+                return pool, dets
+            r, c = associate(iou, np.array(pool, np.intp), np.array(dets, np.intp), min_iou)
+            got = list(zip(r.tolist(), c.tolist(), strict=True))
+            pairs.extend(got)
+            used_t = {t for t, _ in got}
+            used_d = {d for _, d in got}
+            return [t for t in pool if t not in used_t], [d for d in dets if d not in used_d]
 
-        confirmed = t_state == TrackState.CONFIRMED
-        tentative = t_state == TrackState.TENTATIVE
         # High-score detections go to the tracks seen in the last frame first, then to lost
         # ones: where two predictions overlap (paths crossing, one hidden) recency decides.
-        match(confirmed, high, self.match_iou)
-        match(t_state == TrackState.LOST, high, self.match_iou)
-        match(confirmed, low, self.low_match_iou)
-        match(tentative, high, self.tentative_iou)
-        if self.max_center_dist > 0 and (d_free & high).any() and (t_free & ~tentative).any():
+        confirmed, high = match(confirmed, high, self.match_iou)
+        lost, high = match(lost, high, self.match_iou)
+        confirmed, _ = match(confirmed, low, self.low_match_iou)
+        _, high = match(tentative, high, self.tentative_iou)
+        if self.max_center_dist > 0 and high and (confirmed or lost):
             # Small, fast or bouncing objects (a ball) leave their predicted box: no overlap,
             # but close. Last, so that it never takes a detection an overlap explains.
             iou = center_similarity(pred, boxes, self.max_center_dist)
             iou[t_cls[:, None] != class_ids[None, :]] = 0.0
-            match(~tentative, high, 1e-9)
-        left_high = np.flatnonzero(high & d_free)
+            _, high = match(sorted(confirmed + lost), high, 1e-9)
 
         out = TrackerUpdate(np.full(len(scores), -1, np.int64))
-        mt, md = np.concatenate(matched_t), np.concatenate(matched_d)
-        if len(mt):
+        mt = np.array([t for t, _ in pairs], np.intp)
+        md = np.array([d for _, d in pairs], np.intp)
+        if pairs:
             z = kalman.xyxy_to_cxcywh(boxes[md])
             self.mean[mt], self.cov[mt] = kalman.update(self.mean[mt], self.cov[mt], z)
-        for ti, di in zip(mt.tolist(), md.tolist(), strict=True):
+        for ti, di in pairs:
             tr = tracks[ti]
-            tr.det, tr.last_seen, tr.score = di, timestamp, float(scores[di])
+            tr.det, tr.last_seen, tr.score = di, timestamp, score_of[di]
             tr.hits = tr.hits + 1
             if tr.state == TrackState.LOST:
                 tr.state = TrackState.CONFIRMED
@@ -239,7 +238,7 @@ class ByteTracker:
                     out.removed.append(tr)
         if not keep.all():
             self._compact(keep)
-        new = left_high[scores[left_high] >= self.new_track_thresh]
+        new = np.array([d for d in high if score_of[d] >= self.new_track_thresh], np.intp)
         if len(new):
             self._start(new, boxes, scores, class_ids.astype(np.intp, copy=False), timestamp, out)
         return out

@@ -54,14 +54,34 @@ def anchors(boxes: npt.NDArray[np.floating]) -> F64:
 
 def in_polygon(points: F64, polygon: F64) -> Bools:
     """Even-odd rule: which of ``n x 2`` points lie inside the ``k x 2`` polygon."""
-    x, y = points[:, 0:1], points[:, 1:2]  # n x 1
-    x0, y0 = polygon[:, 0], polygon[:, 1]  # k
-    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
-    spans = (y0 > y) != (y1 > y)  # n x k: the edge straddles the point's horizontal
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x_cross = x0 + (y - y0) * (x1 - x0) / (y1 - y0)
-    hits = spans & (x < x_cross)
-    return np.asarray(hits.sum(axis=1) % 2 == 1)
+    return Polygons([polygon]).contains(points)[:, 0]
+
+
+class Polygons:
+    """Several polygons' edges stacked once, for one point-in-polygon pass over all of them."""
+
+    def __init__(self, polygons: list[F64]) -> None:
+        x0 = np.concatenate([p[:, 0] for p in polygons]) if polygons else np.empty(0)
+        y0 = np.concatenate([p[:, 1] for p in polygons]) if polygons else np.empty(0)
+        x1 = np.concatenate([np.roll(p[:, 0], -1) for p in polygons]) if polygons else x0
+        y1 = np.concatenate([np.roll(p[:, 1], -1) for p in polygons]) if polygons else y0
+        self.count = len(polygons)
+        self._y0, self._y1 = y0, y1
+        self._x0 = x0
+        dy = y1 - y0
+        # Horizontal edges never straddle a point's horizontal: their slope is never used.
+        self._slope = np.divide(x1 - x0, dy, out=np.zeros_like(dy), where=dy != 0)
+        self._starts = np.cumsum([0] + [len(p) for p in polygons[:-1]]).astype(np.intp)
+
+    def contains(self, points: F64) -> Bools:
+        """``n x count``: which point lies in which polygon."""
+        x, y = points[:, 0:1], points[:, 1:2]
+        spans = (self._y0 > y) != (self._y1 > y)  # n x edges: the edge straddles y
+        hits = spans & (x < self._x0 + (y - self._y0) * self._slope)
+        if self.count == 0:
+            return np.zeros((len(points), 0), bool)
+        per = np.add.reduceat(hits.view(np.uint8), self._starts, axis=1)
+        return np.asarray(per % 2 == 1)
 
 
 class ZoneTracker:
@@ -74,6 +94,7 @@ class ZoneTracker:
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
         self.min_frames = np.array([z.min_frames for z in zones], np.int32)
+        self.polygons = Polygons([z.polygon for z in zones])
 
     def applies(self, labels: list[str]) -> Bools:
         """``n x Z``: which zones count which track (by label)."""
@@ -87,28 +108,33 @@ class ZoneTracker:
         self,
         in_zone: npt.NDArray[Any],
         streak: npt.NDArray[Any],
+        rows: list[int],
         points: F64,
-        seen: Bools,
         ok: Bools,
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-        """Update ``in_zone``/``streak`` in place; returns (track rows, zone cols) that flipped.
-
-        ``points`` n x 2, ``seen`` n (tracks seen in this frame: only they move), ``ok`` n x Z
-        (``applies``).
-        """
-        if not self.zones or len(points) == 0:
-            empty = np.empty(0, np.intp)
-            return empty, empty
-        raw = np.stack([in_polygon(points, z.polygon) for z in self.zones], axis=1) & ok
-        differs = (raw != in_zone) & seen[:, None]
-        same = (raw == in_zone) & seen[:, None]
-        streak[differs] += 1
-        streak[same] = 0
-        flip = streak >= self.min_frames
-        rows, cols = np.nonzero(flip)
-        in_zone[flip] = ~in_zone[flip]
-        streak[flip] = 0
-        return rows, cols
+    ) -> list[tuple[int, int, bool]]:
+        """Update ``in_zone``/``streak`` of the tracks ``rows`` (seen in this frame; ``points``
+        and ``ok`` are theirs, ``ok`` from ``applies``) in place; returns the flips as
+        (track row, zone, now inside)."""
+        if not self.zones or not rows:
+            return []
+        raw = (self.polygons.contains(points) & ok).tolist()
+        # A few tracks x a few zones: a Python loop is cheaper than a dozen numpy calls.
+        cur, run = in_zone[rows].tolist(), streak[rows].tolist()
+        need = self.min_frames.tolist()
+        flips = []
+        for a, row in enumerate(rows):
+            r, c, s = raw[a], cur[a], run[a]
+            for j, inside in enumerate(r):
+                if inside == c[j]:
+                    s[j] = 0
+                    continue
+                s[j] += 1
+                if s[j] >= need[j]:
+                    c[j], s[j] = inside, 0
+                    flips.append((row, j, inside))
+        in_zone[rows] = cur
+        streak[rows] = run
+        return flips
 
 
 class LineCounter:
@@ -126,7 +152,7 @@ class LineCounter:
         self.length = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
         self.margin = np.array([ln.margin for ln in lines], np.float64)
         self.min_frames = np.array([ln.min_frames for ln in lines], np.int32)
-        self.counts = np.zeros((len(lines), 2), np.int64)  # in, out
+        self.counts = [[0, 0] for _ in lines]  # per line: in, out
 
     def applies(self, labels: list[str]) -> Bools:
         """``n x L``: which lines count which track (by label)."""
@@ -140,32 +166,45 @@ class LineCounter:
         self,
         side: npt.NDArray[Any],
         streak: npt.NDArray[Any],
+        rows: list[int],
         points: F64,
-        seen: Bools,
         ok: Bools,
-    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.int8]]:
-        """Update in place; returns (track rows, line cols, direction +1 in / -1 out)."""
-        if not self.lines or len(points) == 0:
-            empty = np.empty(0, np.intp)
-            return empty, empty, np.empty(0, np.int8)
-        rel = points[:, None, :] - self.a[None, :, :]  # n x L x 2
-        cross = (self.d[None, :, 0] * rel[..., 1] - self.d[None, :, 1] * rel[..., 0]) / self.length
-        t = (rel[..., 0] * self.d[None, :, 0] + rel[..., 1] * self.d[None, :, 1]) / self.length**2
-        live = seen[:, None] & ok
-        outside = live & ((t < 0) | (t > 1))
-        raw = np.where(cross > self.margin, 1, np.where(cross < -self.margin, -1, 0))
-        definite = live & ~outside & (raw != 0)
-        first = definite & (side == 0)
-        other = definite & (side != 0) & (raw != side)
-        back = definite & (raw == side)
-        side[outside] = 0
-        streak[outside | back] = 0
-        side[first] = raw[first]
-        streak[other] += 1
-        cross_now = other & (streak >= self.min_frames)
-        rows, cols = np.nonzero(cross_now)
-        direction = raw[rows, cols].astype(np.int8)
-        side[cross_now] = raw[cross_now]
-        streak[cross_now] = 0
-        np.add.at(self.counts, (cols, np.where(direction > 0, 0, 1)), 1)
-        return rows, cols, direction
+    ) -> list[tuple[int, int, int]]:
+        """Update ``side``/``streak`` of the tracks ``rows`` in place; returns the crossings as
+        (track row, line, +1 in / -1 out)."""
+        if not self.lines or not rows:
+            return []
+        rel = points[:, None, :] - self.a[None, :, :]  # k x L x 2
+        cross = ((self.d[:, 0] * rel[..., 1] - self.d[:, 1] * rel[..., 0]) / self.length).tolist()
+        along = (
+            (rel[..., 0] * self.d[:, 0] + rel[..., 1] * self.d[:, 1]) / self.length**2
+        ).tolist()
+        applies = ok.tolist()
+        sides, run = side[rows].tolist(), streak[rows].tolist()
+        margin, need = self.margin.tolist(), self.min_frames.tolist()
+        out = []
+        for a, row in enumerate(rows):
+            sd, st = sides[a], run[a]
+            for j in range(len(self.lines)):
+                if not applies[a][j]:
+                    continue
+                if not 0.0 <= along[a][j] <= 1.0:  # beyond the segment's ends: forget
+                    sd[j] = st[j] = 0
+                    continue
+                c = cross[a][j]
+                raw = 1 if c > margin[j] else -1 if c < -margin[j] else 0
+                if raw == 0:  # on the line (within the margin): no information
+                    continue
+                if sd[j] == 0:  # first sight: a side, no crossing
+                    sd[j] = raw
+                elif raw == sd[j]:
+                    st[j] = 0
+                else:
+                    st[j] += 1
+                    if st[j] >= need[j]:
+                        sd[j], st[j] = raw, 0
+                        self.counts[j][0 if raw > 0 else 1] += 1
+                        out.append((row, j, raw))
+        side[rows] = sides
+        streak[rows] = run
+        return out
