@@ -144,7 +144,7 @@ def test_kalman_predict_is_f_p_ft_plus_q() -> None:
     from edgeyolo.tracking import kalman
 
     rng = np.random.default_rng(0)
-    mean = rng.normal(size=(5, 8)) + [0, 0, 0, 50, 0, 0, 0, 0]
+    mean = rng.normal(size=(5, 8)) + np.array([0, 0, 0, 50, 0, 0, 0, 0])
     a = rng.normal(size=(5, 8, 8))
     cov = a @ a.transpose(0, 2, 1)
     dt = 0.07
