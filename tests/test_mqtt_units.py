@@ -229,7 +229,10 @@ def test_documented_payloads_follow_the_schema():
         if "type" in payload:
             validate(payload, payload["type"])
             checked.add(payload["type"])
-    assert checked == {"count", "occupancy", "pose", "detections", "stats"}
+    assert checked == {
+        *("count", "occupancy", "pose", "detections", "stats"),
+        *("track", "zone", "line", "zone_occupancy", "line_count"),
+    }
 
 
 def test_node_red_flow_is_valid_and_matches_the_topics():
