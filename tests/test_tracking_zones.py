@@ -199,3 +199,15 @@ def test_stage_sets_track_ids_and_appends_events() -> None:
     assert ids == [-1, -1] + [1] * 38
     assert kinds == [("track", "new"), ("line", "in")]
     stage.close()
+
+
+def test_pixel_points_beyond_the_frame_are_reported_on_the_first_frame() -> None:
+    """Config cannot know the frame size; the first frame checks pixel points against it."""
+    import structlog
+
+    far = ZoneConfig(name="far", points=[(0, 0), (1200, 0), (0, 500)])
+    with structlog.testing.capture_logs() as logs:
+        run(tracker([far]), [walk(100, 300, 10)], 2)
+    (err,) = [e for e in logs if e["log_level"] == "error"]
+    assert "zone 'far' of camera 'cam' has a point outside the 960x540 frame" in err["event"]
+    assert err["point"] == [1200.0, 0.0]
