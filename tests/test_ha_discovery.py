@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, DET, POSE
-from edgeyolo.config.mqtt import MqttConfig, ha_id, ha_ids, sanitize_id
+from edgeyolo.config.mqtt import MqttConfig
+from edgeyolo.config.names import ha_id, ha_ids, sanitize_id
 from edgeyolo.sinks.discovery import configuration_url
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.topics import Route

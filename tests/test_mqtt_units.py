@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from edgeyolo.config import parse_config
 from edgeyolo.config.broker import parse_url
-from edgeyolo.config.mqtt import MqttConfig, check_prefix, sanitize_id, with_broker_url
+from edgeyolo.config.mqtt import MqttConfig, with_broker_url
+from edgeyolo.config.names import check_prefix, sanitize_id
 from edgeyolo.errors import ConfigError
 from edgeyolo.events import Detection, DetectionEvent
 from edgeyolo.sinks.derive import pose_summary, posture

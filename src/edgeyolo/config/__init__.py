@@ -1,7 +1,8 @@
 """Configuration: pydantic models of the YAML file, and loading with clear errors.
 
 Layout: ``models`` (cameras, models, backends, logging, sinks, the whole ``Config``),
-``mqtt`` and ``broker`` (the MQTT sink's settings and its broker url), ``snapshots``
+``mqtt`` and ``broker`` (the MQTT sink's settings and its broker url), ``names`` (what
+topic segments and Home Assistant ids may hold), ``snapshots``
 (pictures over MQTT), ``http`` (health, metrics, status page, live view), ``load`` (read,
 validate, resolve paths, check files).
 Nothing here imports an implementation module: the sinks, the HTTP server and the engines

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgeyolo import __version__
-from edgeyolo.config.mqtt import ha_ids
+from edgeyolo.config.names import ha_ids
 from edgeyolo.sinks.derive import POSE_EVENT_TYPES, PRESENCE_EVENT_TYPES
 
 if TYPE_CHECKING:
