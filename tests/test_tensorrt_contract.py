@@ -549,3 +549,89 @@ def test_auto_backend_falls_back_with_the_reason(default_logging):
     assert chosen
     assert chosen[0]["backend"] == "onnxruntime"
     assert chosen[0]["why"]  # names what is missing (tensorrt, cuda-python or the GPU)
+
+
+# --- batching several cameras (models[].max_batch) --------------------------------------------
+
+DET_DYN = REPO / "models" / "edgeyolo-demo-det-dynbatch.onnx"
+
+
+def test_batch_engine_gets_a_1_to_n_profile_and_its_own_cache_entry(trt, tmp_path):
+    """max_batch 4 on a dynamic-batch ONNX: profile min 1 / opt 4 / max 4, keyed and cached
+    apart from the batch-1 engine of the same file; its context takes 1 to 4 frames."""
+    from edgeyolo.engines.trt_batch import profile_max_batch
+
+    def resolve(max_batch):
+        return resolve_onnx(
+            DET_DYN,
+            "fp16",
+            cache_dir=tmp_path,
+            ctx=Gpu(),
+            trt_version=trt.__version__,
+            allow_build=True,
+            max_batch=max_batch,
+        )
+
+    one, four = resolve(1), resolve(4)
+    assert one.built
+    assert four.built
+    assert ".fp16.b4." in four.path.name
+    assert four.path.name.replace(".b4.", ".") == one.path.name
+    assert Sidecar.read(sidecar_path(four.path)).key.max_batch == 4
+    assert not resolve(4).built  # cached
+    engine, _meta = load(four.path, trt)
+    frame = (3, 640, 640)
+    assert [tuple(d) for d in engine.get_tensor_profile_shape("images", 0)] == [
+        (1, *frame),
+        (4, *frame),
+        (4, *frame),
+    ]
+    assert profile_max_batch(engine, "images") == 4
+    assert profile_max_batch(load(one.path, trt)[0], "images") == 1
+    ctx = engine.create_execution_context()
+    assert ctx.set_input_shape("images", (3, *frame))
+    assert tuple(ctx.get_tensor_shape("output0")) == (3, 84, 8400)
+    assert not ctx.set_input_shape("images", (5, *frame))
+    # One timing cache per GPU and TensorRT, whatever the batch profile.
+    assert len(list(tmp_path.glob("timing.*.cache"))) == 1
+
+
+def test_batch_profile_is_part_of_the_engine_key():
+    """A batch-1 engine is stale for max_batch 4 (and says why); old sidecars mean batch 1."""
+    four = EngineKey("ab" * 32, "fp16", "Orin", "8.7", "10.3.0.30", max_batch=4)
+    assert four.stale_reasons(KEY) == [
+        "its batch profile takes up to 1 frame(s), the config asks for max_batch 4"
+    ]
+    old = {f: getattr(KEY, f) for f in ("onnx_sha256", "precision", "gpu_name")}
+    old |= {"compute_capability": "8.7", "tensorrt_version": "10.3.0.30"}
+    assert EngineKey.from_dict(old, Path("old.json")) == KEY
+
+
+def test_static_onnx_is_not_built_for_a_batch(trt, tmp_path):
+    """max_batch 4 on a static batch-1 ONNX: refused before building, naming file and shape."""
+    with pytest.raises(ModelError, match=r"max_batch is 4, but input 'images' has a static batch"):
+        build_engine(DET, tmp_path / "d.engine", BuildRequest(precision="fp32", max_batch=4), Gpu())
+
+
+def test_engine_profile_limits_max_batch(trt, tmp_path):
+    """An engine whose profile stops at 2 frames refuses max_batch 4, naming the limit."""
+    import dataclasses
+
+    from edgeyolo.engines.trt_batch import profile_max_batch
+
+    built = resolve_onnx(
+        DET_DYN,
+        "fp32",
+        cache_dir=tmp_path,
+        ctx=Gpu(),
+        trt_version=trt.__version__,
+        allow_build=True,
+        max_batch=2,
+    )
+    engine, _meta = load(built.path, trt)
+    info = dataclasses.replace(
+        info_of(built.path, trt), max_batch=profile_max_batch(engine, "images")
+    )
+    check_model(ModelConfig(name="d", path=built.path, task="detect", max_batch=2), info)
+    with pytest.raises(ModelError, match="takes at most 2 frames per call"):
+        check_model(ModelConfig(name="d", path=built.path, task="detect", max_batch=4), info)

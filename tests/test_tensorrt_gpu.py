@@ -149,3 +149,51 @@ def test_fp16_io_engine_returns_float32(trt, tmp_path):
     ref = ort_reference(DET, blob)
     assert out.dtype == np.float32
     assert float(np.linalg.norm(out - ref) / np.linalg.norm(ref)) < 1e-2
+
+
+DET_DYN = REPO / "models" / "edgeyolo-demo-det-dynbatch.onnx"
+
+
+def test_batched_engine_call_matches_each_frame_alone(trt, tmp_path):
+    """A dynamic-batch engine built for max_batch 3 (profile 1/3/3): one call on 3 slots, then
+    on 2, then a single infer; every output row equals ONNX Runtime on that frame alone, and
+    the batcher hands three cameras their own detections from one call."""
+    from edgeyolo.runner import ModelRunner
+
+    model = ModelConfig(name="det", path=DET_DYN, task="detect", max_batch=3)
+
+    async def main() -> None:
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache", gpu=RAW))
+        try:
+            runner = ModelRunner.open(backend, model)
+            engine = runner.engine
+            assert engine.info.max_batch == 3
+            spec = engine.info.input
+            slots = [backend.allocate_input(spec) for _ in range(3)]
+            pre = Preprocessor(*spec.hw)
+            blobs, lbs = [], []
+            for slot, img in zip(slots, frames(3), strict=True):
+                lbs.append(pre(img, slot.host))
+                blobs.append(slot.host.copy())
+                slot.commit()
+            refs = [ort_reference(DET_DYN, b) for b in blobs]
+            for n in (3, 2):
+                out = (await engine.infer_batch(slots[:n])).copy()
+                assert out.shape == (n, 84, 8400)
+                for row, ref in zip(out, refs, strict=False):
+                    assert float(np.linalg.norm(row - ref[0]) / np.linalg.norm(ref)) < 1e-4
+            single = (await engine.infer(slots[2])).copy()
+            assert float(np.linalg.norm(single[0] - refs[2][0]) / np.linalg.norm(refs[2])) < 1e-4
+            for _ in range(3):
+                runner.attach()
+            outs = await asyncio.gather(
+                *(runner.run({spec: s}, {spec: lb}) for s, lb in zip(slots, lbs, strict=True))
+            )
+            for out, ref, lb in zip(outs, refs, lbs, strict=True):
+                alone = runner.decode(ref, lb)
+                assert out.detections.boxes.shape == alone.boxes.shape
+                np.testing.assert_allclose(out.detections.boxes, alone.boxes, atol=0.05)
+        finally:
+            backend.close()
+
+    asyncio.run(main())

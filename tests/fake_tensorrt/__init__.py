@@ -222,6 +222,17 @@ class ICudaEngine:
     def get_tensor_format(self, name: str) -> TensorFormat:
         return self._io[name][3]
 
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Dims]:
+        """(min, opt, max) of a dynamic input in profile 0: as built, or 1 frame by default."""
+        mode, shape, _, _ = self._io[name]
+        if mode != TensorIOMode.INPUT or -1 not in shape or profile_index != 0:
+            raise RuntimeError(f"no optimization profile {profile_index} for '{name}'")
+        built = self.doc.get("profiles", {}).get(name)
+        if built is not None:
+            return [Dims(tuple(d)) for d in built]
+        one = Dims((1, *shape[1:]))
+        return [one, one, one]
+
     def create_execution_context(self) -> IExecutionContext:
         return IExecutionContext(self)
 
@@ -243,7 +254,8 @@ class IExecutionContext:
         self.engine = engine
         self.addresses: dict[str, int] = {}
         self.input_shapes: dict[str, tuple[int, ...]] = {}
-        self._run: Callable[[int], None] | None = None
+        # One stand-in per input shape (a batched call changes the batch dimension).
+        self._runs: dict[tuple[tuple[str, tuple[int, ...]], ...], Callable[[int], None]] = {}
         self.executions = 0
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
@@ -252,6 +264,10 @@ class IExecutionContext:
             return False
         if any(d not in (-1, s) for d, s in zip(declared, shape, strict=True)):
             return False
+        if -1 in declared:  # TensorRT refuses shapes outside the optimization profile
+            low, _opt, high = self.engine.get_tensor_profile_shape(name, 0)
+            if not all(a <= s <= b for a, s, b in zip(low, shape, high, strict=True)):
+                return False
         self.input_shapes[name] = tuple(shape)
         return True
 
@@ -277,10 +293,12 @@ class IExecutionContext:
         missing = [n for n in self.engine._io if n not in self.addresses]
         if missing:
             return False  # TensorRT logs an error and returns False for unbound tensors
-        if self._run is None:
+        shapes = tuple(sorted(self.input_shapes.items()))
+        run = self._runs.get(shapes)
+        if run is None:
             factory = _executor_factory or OrtExecutor
-            self._run = factory(self)
-        self._run(int(stream_handle))
+            run = self._runs[shapes] = factory(self)
+        run(int(stream_handle))
         self.executions += 1
         return True
 
@@ -511,6 +529,10 @@ class Builder:
             "strongly_typed": strongly,
             "calibrated": config.int8_calibrator is not None,
         }
+        if config.profiles:
+            doc["profiles"] = {
+                name: [list(d) for d in dims] for name, dims in config.profiles[0].shapes.items()
+            }
         return IHostMemory(fake_engine_bytes(network.onnx, **doc))
 
 

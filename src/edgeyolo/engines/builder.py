@@ -146,6 +146,7 @@ class BuildRequest:
     calibration: Path | None = None  # images folder or video, for implicit INT8
     calibration_frames: int = 64
     calibration_cache: Path | None = None
+    max_batch: int = 1  # dynamic-batch ONNX: the profile is min 1 / opt and max max_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +319,7 @@ def _build(
     log = structlog.get_logger().bind(onnx=str(onnx_path), precision=request.precision)
     version = tensorrt_version(trt)
     plan = plan_build(version, request.precision, facts, request.calibration is not None)
-    key = current_key(facts.sha256, request.precision, ctx, trt.__version__)
+    key = current_key(facts.sha256, request.precision, ctx, trt.__version__, request.max_batch)
     say(f"building {out.name}: {plan.note}, TensorRT {trt.__version__} on {ctx.name}")
     start = time.perf_counter()
 
@@ -355,12 +356,19 @@ def _build(
             "ONNX with a fixed imgsz"
         )
     if shape and shape[0] < 0:
-        # A dynamic batch needs an optimization profile; edgeyolo runs one frame per engine.
-        fixed = trt.Dims([1, *shape[1:]])
+        # A dynamic batch needs an optimization profile: 1 to max_batch frames per call,
+        # tuned for full batches (one frame per camera).
+        one = trt.Dims([1, *shape[1:]])
+        full = trt.Dims([request.max_batch, *shape[1:]])
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, fixed, fixed, fixed)
+        profile.set_shape(inp.name, one, full, full)
         config.add_optimization_profile(profile)
         shape = (1, *shape[1:])
+    elif request.max_batch > 1:
+        raise ModelError(
+            f"{onnx_path}: max_batch is {request.max_batch}, but input '{inp.name}' has a static "
+            f"batch ({'x'.join(map(str, shape))}): export the ONNX with dynamic=True to batch"
+        )
     calibrator = None
     if plan.calibrator:
         calibrator = _calibrator(request, shape, say)

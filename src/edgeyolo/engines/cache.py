@@ -13,6 +13,7 @@ and through its calibrator the frame readers) is imported when an engine must be
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -54,12 +55,15 @@ class EngineKey:
     gpu_name: str
     compute_capability: str  # "8.7"
     tensorrt_version: str  # "10.3.0.30"
+    # The optimization profile's largest batch (min 1 / opt N / max N); 1: one frame per call.
+    max_batch: int = 1
 
     def file_name(self, stem: str) -> str:
         """A cache file name that holds the whole key, readable by a person."""
         gpu = re.sub(r"[^a-z0-9]+", "-", self.gpu_name.lower()).strip("-") or "gpu"
+        batch = f"b{self.max_batch}." if self.max_batch > 1 else ""
         return (
-            f"{stem}.{self.precision}.{self.onnx_sha256[:16]}."
+            f"{stem}.{self.precision}.{batch}{self.onnx_sha256[:16]}."
             f"{gpu}-sm{self.compute_capability.replace('.', '')}."
             f"trt{self.tensorrt_version}.engine"
         )
@@ -74,6 +78,11 @@ class EngineKey:
             )
         if found.precision != self.precision:
             reasons.append(f"it is {found.precision}, the config asks for {self.precision}")
+        if found.max_batch != self.max_batch:
+            reasons.append(
+                f"its batch profile takes up to {found.max_batch} frame(s), the config asks "
+                f"for max_batch {self.max_batch}"
+            )
         if (found.gpu_name, found.compute_capability) != (self.gpu_name, self.compute_capability):
             reasons.append(
                 f"it was built for GPU '{found.gpu_name}' (compute {found.compute_capability}), "
@@ -94,6 +103,7 @@ class EngineKey:
             self.gpu_name,
             self.compute_capability,
             self.tensorrt_version,
+            found.max_batch,
         )
         return same.stale_reasons(found)
 
@@ -101,9 +111,13 @@ class EngineKey:
     def from_dict(cls, data: dict[str, Any], where: Path) -> EngineKey:
         """Read a key from a sidecar, naming the file when a field is missing."""
         try:
-            return cls(**{f: str(data[f]) for f in cls.__dataclass_fields__})
+            fields = {f: str(data[f]) for f in cls.__dataclass_fields__ if f != "max_batch"}
+            # Sidecars written before batching have no max_batch: their engines run 1 frame.
+            return cls(**fields, max_batch=int(data.get("max_batch", 1)))
         except KeyError as exc:
             raise ModelError(f"{where}: engine sidecar lacks key field {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{where}: engine sidecar has a bad max_batch: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +168,12 @@ def sidecar_path(engine: Path) -> Path:
     return engine.with_name(engine.name + ".json")
 
 
-def current_key(onnx_sha256: str, precision: str, ctx: GpuIdentity, trt_version: str) -> EngineKey:
+def current_key(
+    onnx_sha256: str, precision: str, ctx: GpuIdentity, trt_version: str, max_batch: int = 1
+) -> EngineKey:
     """The key an engine built now, on this GPU, would have."""
     major, minor = ctx.compute_capability
-    return EngineKey(onnx_sha256, precision, ctx.name, f"{major}.{minor}", trt_version)
+    return EngineKey(onnx_sha256, precision, ctx.name, f"{major}.{minor}", trt_version, max_batch)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -184,7 +200,8 @@ class ResolvedEngine:
 
 def timing_cache_path(cache_dir: Path, key: EngineKey) -> Path:
     """Timing caches are specific to the GPU and TensorRT version, like engines."""
-    name = key.file_name("timing").split(".", 3)[3].removesuffix(".engine")
+    one = dataclasses.replace(key, max_batch=1)  # batch profiles share the timing cache
+    name = one.file_name("timing").split(".", 3)[3].removesuffix(".engine")
     return cache_dir / f"timing.{name}.cache"
 
 
@@ -198,11 +215,16 @@ def resolve_onnx(
     allow_build: bool,
     workspace_mib: int = 1024,
     progress: ProgressFn | None = None,
+    max_batch: int = 1,
 ) -> ResolvedEngine:
-    """The cached engine for ``onnx_path`` on this GPU and TensorRT, built when missing."""
+    """The cached engine for ``onnx_path`` on this GPU and TensorRT, built when missing.
+
+    ``max_batch`` > 1 (a dynamic-batch ONNX) builds and keys the engine with a batch profile
+    of min 1 / opt ``max_batch`` / max ``max_batch`` frames.
+    """
     log = structlog.get_logger().bind(onnx=str(onnx_path), precision=precision)
     facts = inspect_onnx(onnx_path)
-    key = current_key(facts.sha256, precision, ctx, trt_version)
+    key = current_key(facts.sha256, precision, ctx, trt_version, max_batch)
     engine = cache_dir / key.file_name(onnx_path.stem)
     side = sidecar_path(engine)
     problems: list[str] = []
@@ -214,7 +236,8 @@ def resolve_onnx(
     elif engine.is_file():
         problems = ["it has no sidecar .json (an interrupted build?)"]
     # Engines of the same model and precision for other GPUs / TensorRT versions: say so.
-    prefix = f"{onnx_path.stem}.{precision}.{facts.sha256[:16]}."
+    batch = f"b{max_batch}." if max_batch > 1 else ""
+    prefix = f"{onnx_path.stem}.{precision}.{batch}{facts.sha256[:16]}."
     for other in sorted(cache_dir.glob(prefix + "*.engine")) if cache_dir.is_dir() else []:
         if other != engine and sidecar_path(other).is_file():
             theirs = Sidecar.read(sidecar_path(other)).key
@@ -239,6 +262,7 @@ def resolve_onnx(
             precision=precision,
             workspace_mib=workspace_mib,
             timing_cache=timing_cache_path(cache_dir, key),
+            max_batch=max_batch,
         ),
         ctx,
         progress=progress or (lambda msg: log.info("build", progress=msg)),
@@ -257,7 +281,9 @@ def check_engine_file(engine: Path, ctx: GpuIdentity, trt_version: str) -> dict[
     if not side.is_file():
         return {}
     found = Sidecar.read(side)
-    here = current_key(found.key.onnx_sha256, found.key.precision, ctx, trt_version)
+    here = current_key(
+        found.key.onnx_sha256, found.key.precision, ctx, trt_version, found.key.max_batch
+    )
     problems = here.platform_reasons(found.key)
     if problems:
         source = f" `edgeyolo build {found.onnx}`" if found.onnx else " edgeyolo build"

@@ -21,7 +21,9 @@ compacted ``Candidates`` (engines/trt_gpu.py). Results equal the CPU path's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +40,14 @@ from edgeyolo.engines.cache import (
     resolve_onnx,
 )
 from edgeyolo.engines.model import check_model, info_from_metadata
+from edgeyolo.engines.trt_batch import BatchInput, profile_max_batch
 from edgeyolo.engines.trt_runtime import tensorrt_unavailable_reason
 from edgeyolo.errors import ModelError
 from edgeyolo.gpu.errors import CudaError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import tensorrt as trt
 
     from edgeyolo.config import ModelConfig, TensorRTConfig
@@ -284,6 +289,7 @@ class TensorRTEngine:
         ctx: CudaContext,
         waiter: Waiter,
         timing: bool = False,
+        max_batch: int = 1,
     ) -> None:
         from edgeyolo.gpu import Event, Stream  # noqa: PLC0415
 
@@ -298,16 +304,21 @@ class TensorRTEngine:
             raise ModelError(f"{path}: TensorRT could not create an execution context (memory?)")
         self._context: trt.IExecutionContext | None = context
         inp = next(t for t in io if t.is_input)
-        if -1 in inp.shape:
-            # Dynamic batch: fix it to one frame (several cameras per batch come later).
-            shape = (1, *inp.shape[1:])
-            if not context.set_input_shape(inp.name, shape):
-                raise ModelError(f"{path}: input '{inp.name}' does not accept shape {shape}")
+        # Frames per call this engine is set up for (outputs and batch input sized for them);
+        # a max_batch beyond the profile's limit is refused by check_model after this.
+        limit = profile_max_batch(engine, inp.name) if inp.shape[:1] == (-1,) else 1
+        self._rows = max_batch if 1 < max_batch <= limit else 1
+        self._input_name = inp.name
+        self._input_dims = inp.shape
+        self._shape_rows = 0
+        if inp.shape[:1] == (-1,):
+            self._set_rows(context, self._rows, path)
         out_t = next(t for t in io if not t.is_input)
         dims = context.get_tensor_shape(out_t.name)
         out_shape = tuple(int(dims[d]) for d in range(len(dims)))
-        self._info = engine_model_info(path, io, metadata, output_shape=out_shape)
-        self._input_name = inp.name
+        info = engine_model_info(path, io, metadata, output_shape=(1, *out_shape[1:]))
+        self._info = dataclasses.replace(info, max_batch=limit)
+        self._batch: BatchInput | None = None
         self._resources: list[Any] = []
         try:
             self._stream = Stream()
@@ -318,6 +329,10 @@ class TensorRTEngine:
             self._t1 = Event(timing=True) if timing else None
             self._resources += [e for e in (self._t0, self._t1) if e is not None]
             self._outputs = self._allocate_outputs(context, io, path)
+            if self._rows > 1:
+                frame = info.input
+                self._batch = BatchInput(self._rows, math.prod(frame.shape) * frame.dtype.itemsize)
+                self._resources.append(self._batch)
         except BaseException:
             self._release()
             raise
@@ -351,6 +366,20 @@ class TensorRTEngine:
                 raise ModelError(f"{path}: cannot bind output '{t.name}'")
             outputs.append(_Output(t.name, dev, host))
         return outputs
+
+    def _set_rows(self, context: trt.IExecutionContext, rows: int, where: object) -> None:
+        """Set a dynamic-batch input's batch dimension to ``rows`` frames (when it changes)."""
+        if rows == self._shape_rows or self._input_dims[:1] != (-1,):
+            return
+        shape = (rows, *self._input_dims[1:])
+        if not context.set_input_shape(self._input_name, shape):
+            raise ModelError(f"{where}: input '{self._input_name}' does not accept shape {shape}")
+        self._shape_rows = rows
+
+    @property
+    def batch_rows(self) -> int:
+        """Frames one call of this engine takes (its config's max_batch, or 1)."""
+        return self._rows
 
     @property
     def name(self) -> str:
@@ -391,6 +420,7 @@ class TensorRTEngine:
             )
         self._ctx.check_thread()
         start = time.perf_counter()
+        self._set_rows(context, 1, f"engine '{self._name}'")
         stream = self._stream
         stream.wait_event(slot.ready)
         if slot.device_ptr != self._bound_input:
@@ -449,6 +479,52 @@ class TensorRTEngine:
             if self._t0 is not None and self._t1 is not None:
                 self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
             return decode.candidates(0)
+        finally:
+            self._busy = False
+
+    async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
+        """One call on ``len(slots)`` frames: each slot copied (device to device) into its row
+        of the batch input on this engine's stream, then ``execute_async_v3`` once and one copy
+        of the batch's output rows. Returns ``len(slots)`` x rows x anchors, float32."""
+        context, batch = self._context, self._batch
+        if context is None:
+            raise RuntimeError(f"engine '{self._name}' is closed")
+        if batch is None:
+            raise RuntimeError(f"engine '{self._name}' was opened for one frame per call")
+        if self._busy:
+            raise RuntimeError(f"engine '{self._name}': one infer at a time")
+        ours: list[TensorRTInputSlot] = []
+        for slot in slots:
+            if not isinstance(slot, TensorRTInputSlot) or slot.spec != self._info.input:
+                raise TypeError(
+                    f"engine '{self._name}': slots must be this backend's, for "
+                    f"input {self._info.input.shape} {self._info.input.dtype}"
+                )
+            ours.append(slot)
+        self._ctx.check_thread()
+        self._busy = True
+        try:
+            n = len(slots)
+            stream = self._stream
+            batch.gather(stream, ours)
+            self._set_rows(context, n, f"engine '{self._name}'")
+            if batch.ptr != self._bound_input:
+                if not context.set_tensor_address(self._input_name, batch.ptr):
+                    raise ModelError(f"engine '{self._name}': cannot bind the batch input")
+                self._bound_input = batch.ptr
+            if self._t0 is not None:
+                self._t0.record(stream)
+            if not context.execute_async_v3(stream.ptr):
+                raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
+            if self._t1 is not None:
+                self._t1.record(stream)
+            for out in self._outputs:
+                stream.copy_dtoh(out.host, out.device, out.host.nbytes // self._rows * n)
+            self._done.record(stream)
+            for slot in ours:
+                slot.add_reader(self._done)
+            await self._waiter.wait(self._done, stream)
+            return self.result()[:n]
         finally:
             self._busy = False
 
@@ -534,6 +610,7 @@ class TensorRTBackend:
                 trt_version=self._trt_version,
                 allow_build=self._config.build,
                 workspace_mib=self._config.workspace_mib,
+                max_batch=model.max_batch,
             )
             return resolved.path, resolved.metadata
         if suffix in ENGINE_SUFFIXES:
@@ -561,10 +638,16 @@ class TensorRTBackend:
             self._ctx,
             self._waiter,
             timing=self._timing,
+            max_batch=model.max_batch,
         )
         try:
             _labels, class_ids = check_model(model, trt_engine.info)
-            if self._kernels is not None and self._kernels.decode is not None:
+            # Batched calls decode each frame on the CPU from the batch's output rows.
+            if (
+                self._kernels is not None
+                and self._kernels.decode is not None
+                and trt_engine.batch_rows == 1
+            ):
                 from edgeyolo.engines.trt_gpu import DeviceDecode  # noqa: PLC0415
 
                 info = trt_engine.info

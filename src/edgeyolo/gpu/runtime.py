@@ -133,6 +133,12 @@ class Stream(Closing):
         n = min(dst.nbytes, src.nbytes) if nbytes is None else nbytes
         check(self._drv.cuMemcpyDtoHAsync(dst.ptr, src.handle, n, self.handle), "cuMemcpyDtoHAsync")
 
+    def copy_dtod(self, dst_ptr: int, src_ptr: int, nbytes: int) -> None:
+        """Enqueue a device-to-device copy (a camera's slot into its row of a batch input)."""
+        check(
+            self._drv.cuMemcpyDtoDAsync(dst_ptr, src_ptr, nbytes, self.handle), "cuMemcpyDtoDAsync"
+        )
+
     def launch_host_func(self, fn: Any, user_data: int) -> None:
         """Enqueue ``fn(user_data)`` (a ``CUhostFn``) to run on a driver thread, in order."""
         check(self._drv.cuLaunchHostFunc(self.handle, fn, user_data), "cuLaunchHostFunc")
