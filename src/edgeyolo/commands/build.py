@@ -60,6 +60,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--frames", type=int, default=64, metavar="N", help="calibration frames (default 64)"
     )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=1,
+        metavar="N",
+        help="dynamic-batch ONNX: up to N frames per call (profile 1/N/N), the engine a model "
+        "with max_batch: N uses (default 1)",
+    )
     parser.add_argument("--device", type=int, default=0, metavar="N", help="GPU index (default 0)")
     parser.set_defaults(func=run)
 
@@ -83,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
     with CudaContext(args.device) as ctx:
         facts = inspect_onnx(args.model)
-        key = current_key(facts.sha256, args.precision, ctx, str(trt.__version__))
+        key = current_key(
+            facts.sha256, args.precision, ctx, str(trt.__version__), args.max_batch
+        )
         out = args.out or cache_dir / key.file_name(args.model.stem)
         calib_cache = out.with_name(out.name + ".calib") if args.calib else None
         result = build_engine(
@@ -96,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 calibration=args.calib,
                 calibration_frames=args.frames,
                 calibration_cache=calib_cache,
+                max_batch=args.max_batch,
             ),
             ctx,
             progress=progress,
