@@ -151,7 +151,7 @@ def test_fp16_io_engine_returns_float32(trt, tmp_path):
     assert float(np.linalg.norm(out - ref) / np.linalg.norm(ref)) < 1e-2
 
 
-DET_DYN = REPO / "models" / "edgeyolo-demo-det-dynbatch.onnx"
+DET_DYN = DET.with_name("edgeyolo-demo-det-dynbatch.onnx")
 
 
 def test_batched_engine_call_matches_each_frame_alone(trt, tmp_path):

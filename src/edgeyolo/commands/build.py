@@ -91,9 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     with CudaContext(args.device) as ctx:
         facts = inspect_onnx(args.model)
-        key = current_key(
-            facts.sha256, args.precision, ctx, str(trt.__version__), args.max_batch
-        )
+        key = current_key(facts.sha256, args.precision, ctx, str(trt.__version__), args.max_batch)
         out = args.out or cache_dir / key.file_name(args.model.stem)
         calib_cache = out.with_name(out.name + ".calib") if args.calib else None
         result = build_engine(
