@@ -118,4 +118,4 @@ test-ha: $(TEST_STAMP) system-deps
 	  $(PY313) -m venv $(HA_VENV); \
 	  $(HA_VENV)/bin/python -m pip install -q $(HA_REQUIREMENTS); \
 	  echo "$(HA_REQUIREMENTS)" > $(HA_VENV)/.installed; fi; \
-	EDGEYOLO_HASS=$(CURDIR)/$(HA_VENV)/bin/hass $(BIN)/pytest -q -p no:cacheprovider -m ha tests/test_ha_real.py
+	EDGEYOLO_HASS=$(CURDIR)/$(HA_VENV)/bin/hass $(BIN)/pytest -q -p no:cacheprovider -m ha tests/test_ha_real.py tests/test_tracking_ha_real.py
