@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import importlib
 import io
 import json
 import os
+import pstats
 import statistics
 import tempfile
 import time
@@ -28,6 +30,7 @@ import cv2
 import numpy as np
 
 from edgeyolo.cli import main
+from edgeyolo.commands.bench import bench_pipeline
 from edgeyolo.config import load_config
 from edgeyolo.engines.tensorrt import TensorRTBackend
 from edgeyolo.engines.trt_gpu import GpuFill
@@ -35,6 +38,7 @@ from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, Stream
 from edgeyolo.gpu.decode import GpuDecoder
 from edgeyolo.gpu.errors import check, driver
 from edgeyolo.gpu.nvrtc import compile_kernel, load_kernels, nvrtc_version
+from edgeyolo.gpu.pathbench import with_path
 from edgeyolo.preprocess import Preprocessor
 from edgeyolo.runner import ModelRunner
 
@@ -352,3 +356,32 @@ def gpu_path_bench_section(workdir: Path, row: Any, results: dict[str, Any]) -> 
     except Exception as exc:
         traceback.print_exc()
         row("error", f"gpu-path bench: {type(exc).__name__}", str(exc)[:300])
+    try:
+        profile_pipeline(workdir, row)
+    except Exception as exc:
+        traceback.print_exc()
+        row("error", f"profile: {type(exc).__name__}", str(exc)[:300])
+
+
+def profile_pipeline(workdir: Path, row: Any, frames: int = 300) -> None:
+    """Where the loop's time goes on the GPU path: cProfile of one ``bench_pipeline`` run."""
+    cfg = with_path(load_config(workdir / "gpu-path.json"), "gpu")
+    prof = cProfile.Profile()
+    prof.enable()
+    report = bench_pipeline(cfg, frames, 10, False)
+    prof.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text).sort_stats("tottime")
+    stats.print_stats(40)
+    out = os.environ.get("OUT")
+    if out:
+        (Path(out) / "profile-gpu-path.txt").write_text(text.getvalue())
+    row("profile", "pipeline fps under cProfile (GPU path)", f"{report['fps']}")
+    entries = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+    for (file, line, fn), (_cc, ncalls, tottime, _ct, _callers) in entries[:12]:
+        where = f"{Path(file).name}:{line} {fn}"
+        row(
+            "profile",
+            where[:70],
+            f"{tottime * 1e3 / frames:.3f} ms/frame self, {ncalls / frames:.1f} calls/frame",
+        )

@@ -37,7 +37,7 @@ def _frames(cfg: Config, n: int) -> list[Any]:
     return out
 
 
-def _with_path(cfg: Config, where: str) -> Config:
+def with_path(cfg: Config, where: str) -> Config:
     gpu = cfg.tensorrt.gpu.model_copy(update={"preprocess": where, "decode": where})
     return cfg.model_copy(
         update={"backend": "tensorrt", "tensorrt": cfg.tensorrt.model_copy(update={"gpu": gpu})}
@@ -49,7 +49,7 @@ async def _host_costs(cfg: Config, where: str, n: int) -> dict[str, Any]:
     from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: PLC0415
     from edgeyolo.runner import ModelRunner  # noqa: PLC0415
 
-    cfg = _with_path(cfg, where)
+    cfg = with_path(cfg, where)
     backend = TensorRTBackend(cfg.tensorrt)
     try:
         runners = [ModelRunner.open(backend, m) for m in cfg.models_for(cfg.cameras[0].name)]
@@ -92,7 +92,7 @@ async def _host_costs(cfg: Config, where: str, n: int) -> dict[str, Any]:
 
 def _pipeline(cfg: Config, where: str, frames: int, bench: Callable[..., Any]) -> dict[str, Any]:
     """Pipeline fps and process CPU per frame (difference of a short and a long run)."""
-    cfg = _with_path(cfg, where)
+    cfg = with_path(cfg, where)
     short = max(20, frames // 5)
     c0 = time.process_time()
     bench(cfg, short, 10, False)

@@ -57,12 +57,25 @@ def nms(
     keep: list[int] = []
     # Small sets: the whole pairwise matrix at once; large ones: one row per kept box.
     over = _iou_matrix(x1, y1, x2, y2, areas, slice(None)) > thr if n <= _MATRIX_LIMIT else None
+    if over is not None:
+        # The greedy scan on Python integers used as bit sets (bit j of row i: box i suppresses
+        # box j): one integer operation per box instead of a numpy call per kept box.
+        packed = np.packbits(over, axis=1, bitorder="little")
+        width = packed.shape[1]
+        rows = packed.tobytes()
+        alive_bits = (1 << n) - 1
+        for i in range(n):
+            if (alive_bits >> i) & 1:
+                keep.append(i)
+                if len(keep) >= limit:
+                    break
+                alive_bits &= ~int.from_bytes(rows[i * width : (i + 1) * width], "little")
+        return order[np.asarray(keep, np.intp)]
     alive = np.ones(n, bool)
     for i in range(n):
         if alive[i]:
             keep.append(i)
             if len(keep) >= limit:
                 break
-            row = over[i] if over is not None else _iou_matrix(x1, y1, x2, y2, areas, i) > thr
-            alive &= ~row
+            alive &= ~(_iou_matrix(x1, y1, x2, y2, areas, i) > thr)
     return order[np.asarray(keep, np.intp)]
