@@ -475,7 +475,9 @@ class TensorRTEngine:
                 self._done.record(self._stream)
                 await self._waiter.wait(self._done, self._stream)
             if step == "overflow":
-                return self.result()
+                # A copy, like the candidates: the caller owns what a GPU-decoding engine returns.
+                owned: npt.NDArray[np.float32] = self.result().copy()
+                return owned
             if self._t0 is not None and self._t1 is not None:
                 self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
             return decode.candidates(0)
