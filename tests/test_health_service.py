@@ -9,28 +9,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import cv2
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import DEMO_VIDEO, DET, REPO, edgeyolo_cmd
+from helpers import short_clip
 from mosquitto import Mosquitto, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def short_clip(path: Path, frames: int = 45) -> Path:
-    """The first ``frames`` frames of the demo video as an MJPG AVI (3 s at 15 fps)."""
-    cap = cv2.VideoCapture(str(DEMO_VIDEO))
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (960, 540))
-    for _ in range(frames):
-        ok, img = cap.read()
-        assert ok
-        out.write(img)
-    out.release()
-    cap.release()
-    return path
 
 
 def get(url: str) -> tuple[int, bytes]:

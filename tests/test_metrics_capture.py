@@ -10,34 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from pathlib import Path
 
-import cv2
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import DEMO_VIDEO, DET, POSE, REPO
+from conftest import DET, POSE, REPO
 from edgeyolo import app as app_module
 from edgeyolo.app import RunOptions
 from edgeyolo.config import load_config
+from helpers import short_clip
 
 pytestmark = pytest.mark.slow
 
 FRAMES = 45
-
-
-def clip(path: Path) -> Path:
-    """The first 45 frames of the demo video (3 s at 15 fps), MJPG."""
-    cap = cv2.VideoCapture(str(DEMO_VIDEO))
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (960, 540))
-    for _ in range(FRAMES):
-        ok, img = cap.read()
-        assert ok
-        out.write(img)
-    out.release()
-    cap.release()
-    return path
 
 
 def counters(text: str) -> dict[str, float]:
@@ -52,10 +38,11 @@ def counters(text: str) -> dict[str, float]:
 
 def test_captured_is_processed_plus_dropped(tmp_path):
     cfg = tmp_path / "c.yaml"
+    video = short_clip(tmp_path / "clip.avi", FRAMES)
     cfg.write_text(
         yaml.safe_dump(
             {
-                "cameras": [{"name": "cam", "source": str(clip(tmp_path / "clip.avi"))}],
+                "cameras": [{"name": "cam", "source": str(video)}],
                 "models": [
                     {"name": "det", "path": str(DET), "task": "detect"},
                     {"name": "pose", "path": str(POSE), "task": "pose"},

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,17 +25,9 @@ if TYPE_CHECKING:
 
 
 def _frames(cfg: Config, n: int) -> list[Any]:
-    import cv2  # noqa: PLC0415
+    from edgeyolo.sources.files import iter_frames  # noqa: PLC0415
 
-    cap = cv2.VideoCapture(str(cfg.cameras[0].source))
-    out: list[Any] = []
-    while len(out) < n:
-        ok, img = cap.read()
-        if not ok:
-            break
-        out.append(img)
-    cap.release()
-    return out
+    return list(iter_frames(Path(str(cfg.cameras[0].source)), n))
 
 
 def with_path(cfg: Config, where: str) -> Config:
