@@ -65,7 +65,11 @@ test: lint typecheck pytest
 
 # GStreamer tests (all of them) and the quick tests, on the system OpenCV and numpy 1.x.
 test-system-opencv: $(SYS_STAMP) system-deps
-	EDGEYOLO_TEST_GSTREAMER=1 $(SYS_VENV)/bin/pytest -m "gstreamer or not slow"
+	@# The Ultralytics goldens include frames of vtest.avi decoded by PyPI's OpenCV (its own
+	@# FFmpeg); Debian's FFmpeg decodes that MS-MPEG4 a few pixels differently, so the golden's
+	@# input check refuses them here. They run in `make test`.
+	EDGEYOLO_TEST_GSTREAMER=1 $(SYS_VENV)/bin/pytest -m "gstreamer or not slow" \
+	  --deselect tests/test_postprocess.py::test_matches_ultralytics_predict
 
 bench: $(STAMP)
 	$(BIN)/edgeyolo bench --cpu-stages --frames 100
