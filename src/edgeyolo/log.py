@@ -78,13 +78,27 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     _quiet_native_logs(fmt, level)
-    # Libraries that use stdlib logging (aiomqtt, amqtt) go to the same stream.
-    logging.basicConfig(
-        stream=out,
-        level=max(LEVELS.get(level, logging.INFO), logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
+    # Libraries that use stdlib logging (aiomqtt, amqtt) go to the same stream, rendered like
+    # edgeyolo's own lines (JSON lines stay JSON lines), with a `logger` field. Python
+    # warnings (an ONNX Runtime UserWarning, a DeprecationWarning) go through it as well.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(max(LEVELS.get(level, logging.INFO), logging.WARNING))
+    logging.captureWarnings(True)
 
 
 def quiet_native_logs_early(stream: TextIO | None = None) -> None:
