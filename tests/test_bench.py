@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from conftest import REPO
-from helpers import run_cli
+from helpers import DET, MODELS, REPO, run_cli
+
+DET_INT8 = MODELS / "edgeyolo-demo-det-int8.onnx"
 
 pytestmark = pytest.mark.slow
 
@@ -50,3 +51,39 @@ def test_waits_without_gpu_says_what_is_missing():
     res = run_cli("bench", "--waits", timeout=120, cwd=REPO)
     assert res.returncode == 2
     assert "bench --waits needs an NVIDIA GPU: " in res.stderr
+
+
+def test_drift_of_a_model_against_itself_is_none():
+    """`bench drift` on FP32 vs the same file: every detection matched, IoU 1, no conf change."""
+    res = run_cli(
+        "bench", "drift", str(DET), str(DET), str(DET_INT8), "--step", "60", "--speed-runs", "2",
+        "--rounds", "1", "--threads", "1",
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    same, int8 = (r for r in rows if r["kind"] == "drift")
+    assert same["frames"] == int8["frames"] > 0
+    assert same["fp32_detections"] == same["int8_detections"] == same["matched"] > 0
+    assert same["precision"] == same["recall"] == 1.0
+    assert same["mean_iou"] == 1.0
+    assert same["mean_abs_conf_diff"] == 0.0
+    assert 0 < int8["matched"] <= min(int8["fp32_detections"], int8["int8_detections"])
+    speed = [r for r in rows if r["kind"] == "speed"]
+    assert [r["model"] for r in speed] == [DET.name, DET.name, DET_INT8.name]
+    assert all(r["median_ms"] > 0 for r in speed)
+
+
+def test_mqtt_bench_reports_rates_and_latency():
+    """`bench mqtt` on the demo with the embedded broker: per-topic rates and latencies."""
+    res = run_cli(
+        "bench", "mqtt", "--broker", "embedded", "--seconds", "4", "--warmup", "2", timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(res.stdout)
+    rates = report["messages_per_s"]
+    assert {t for t in rates if t.endswith("/detections")}, rates
+    assert all(v > 0 for v in rates.values())
+    lat = report["capture_to_subscriber_ms"]
+    assert lat["n"] > 0
+    assert 0 < lat["median"] <= lat["p99"]

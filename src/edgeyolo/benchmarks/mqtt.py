@@ -34,7 +34,6 @@ from typing import Any
 
 import yaml
 
-from edgeyolo.commands._common import config_path
 from edgeyolo.errors import EdgeYoloError
 
 # (arrival time, topic, payload, retained)
@@ -101,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="mqtt-bench-"))
     port = free_port()
     embedded = args.broker != "mosquitto"
-    cfg, events = bench_config(config_path(args.config), tmp, port, embedded=embedded)
+    cfg, events = bench_config(args.config, tmp, port, embedded=embedded)
     broker = None if embedded else start_mosquitto(tmp, port)
     report, messages, t_end_steady = asyncio.run(measure(args, tmp, port, broker, cfg))
     summarize(report, messages, t_end_steady, args.warmup, events)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeyolo.commands._common import DEMO_VIDEO
+from edgeyolo.commands._common import DEMO_VIDEO, config_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 def _runs(module: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        if getattr(args, "config", None) is None and "config" in vars(args):
+            args.config = config_path(None)  # the bundled demo (an error if not a checkout)
         main: Callable[[argparse.Namespace], int] = importlib.import_module(module).main
         return main(args)
 
