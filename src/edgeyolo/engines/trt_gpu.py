@@ -168,8 +168,9 @@ class DeviceDecode(Closing):
         self._logged_at = -OVERFLOW_LOG_S
         self._log = structlog.get_logger().bind(engine=name)
 
-    def enqueue(self, raw_ptr: int, stream: Stream) -> None:
-        self.decoder.enqueue(raw_ptr, stream)
+    def enqueue(self, raw_ptr: int, stream: Stream, images: int = 1) -> None:
+        """Decode the first ``images`` images of the output at ``raw_ptr`` (one per frame)."""
+        self.decoder.enqueue(raw_ptr, stream, images)
 
     def after_wait(self, stream: Stream) -> str:
         """What the finished frame needs next: 'done', 'rest' (copy enqueued) or 'overflow'."""

@@ -140,9 +140,13 @@ class GpuDecoder(Closing):
         self._args: KernelArgs | None = None
         self._raw_ptr = 0
         self.found = np.zeros(batch, np.int64)
+        self.images = batch  # images of the last enqueue
 
-    def enqueue(self, raw_ptr: int, stream: Stream) -> None:
-        """Zero the counters, launch the kernel on ``raw_ptr``, copy counters + first records."""
+    def enqueue(self, raw_ptr: int, stream: Stream, images: int | None = None) -> None:
+        """Zero the counters, launch the kernel on ``raw_ptr``, copy counters + first records.
+
+        ``images``: how many of the ``batch`` images the output holds this time (all: None).
+        """
         from edgeyolo.gpu.errors import check  # noqa: PLC0415
         from edgeyolo.gpu.nvrtc import KernelArgs  # noqa: PLC0415
 
@@ -160,17 +164,19 @@ class GpuDecoder(Closing):
                 (self.image_floats, ctypes.c_longlong),
             )
             self._raw_ptr = raw_ptr
+        n = self.batch if images is None else images
+        if not 1 <= n <= self.batch:
+            raise ValueError(f"{n} images for a decoder of batch {self.batch}")
+        self.images = n
         pitch = self.image_floats * 4
         check(
-            self._drv.cuMemsetD2D32Async(
-                self._device.handle, pitch, 0, 1, self.batch, stream.handle
-            ),
+            self._drv.cuMemsetD2D32Async(self._device.handle, pitch, 0, 1, n, stream.handle),
             "cuMemsetD2D32Async",
         )
-        grid = (-(-self.anchors // THREADS), self.batch, 1)
+        grid = (-(-self.anchors // THREADS), n, 1)
         self._kernel.launch(grid, (THREADS, 1, 1), self._args, stream)
         head = (HEADER + self.first_copy * self.stride) * 4
-        for b in range(self.batch):
+        for b in range(n):
             self._copy(b, 0, head, stream)
 
     def _copy(self, b: int, start: int, nbytes: int, stream: Stream) -> None:
@@ -186,8 +192,9 @@ class GpuDecoder(Closing):
 
     def counts(self) -> npt.NDArray[np.int64]:
         """Candidates each image found in the last completed enqueue (may exceed capacity)."""
-        self.found[:] = self._host.array[:, 0].view(np.uint32)
-        return self.found
+        n = self.images
+        self.found[:n] = self._host.array[:n, 0].view(np.uint32)
+        return self.found[:n]
 
     def enqueue_rest(self, stream: Stream) -> bool:
         """Copy the records past ``first_copy`` (images within capacity); True if any."""
