@@ -267,3 +267,40 @@ def test_gpu_path_predictions_match_cpu_path_and_goldens(trt, tmp_path, path, ca
                     tp.assert_same_detections(a, rec["detections"], task, where)
 
     asyncio.run(main())
+
+
+def test_batch_engine_single_call_decodes_only_its_frame(trt, tmp_path):
+    """An engine built for max_batch 3 on the default GPU path: a one-frame ``infer`` decodes
+    image 0 only (not the stale rows of an earlier 3-frame call) and equals the CPU decode of
+    the same output; ``infer_batch`` still returns raw rows, decoded on the CPU."""
+    from edgeyolo.postprocess import Candidates
+    from edgeyolo.runner import ModelRunner
+
+    dyn = DET.with_name("edgeyolo-demo-det-dynbatch.onnx")
+    model = ModelConfig(name="det", path=dyn, task="detect", max_batch=3)
+
+    async def main() -> None:
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
+        try:
+            runner = ModelRunner.open(backend, model)
+            engine = runner.engine
+            assert engine.gpu_decode is not None
+            slots = [backend.allocate_input(engine.info.input) for _ in range(3)]
+            lbs = [s.fill(img) for s, img in zip(slots, real_images()[:3], strict=True)]
+            rows = (await engine.infer_batch(slots)).copy()
+            assert rows.shape[0] == 3
+            out = await engine.infer(slots[0])
+            assert isinstance(out, Candidates)
+            assert engine.gpu_decode.decoder.images == 1
+            assert len(engine.gpu_decode.decoder.counts()) == 1
+            got, cpu = runner.decode(out, lbs[0]), runner.decode(rows[0:1], lbs[0])
+            # Same frame, one call of 1 vs one row of a call of 3 (ONNX Runtime underneath):
+            # the same detections up to the batch's float rounding.
+            assert len(got) == len(cpu) > 0
+            np.testing.assert_allclose(got.boxes, cpu.boxes, atol=1e-2)
+            np.testing.assert_allclose(got.scores, cpu.scores, atol=1e-4)
+            np.testing.assert_array_equal(got.class_ids, cpu.class_ids)
+        finally:
+            backend.close()
+
+    asyncio.run(main())
