@@ -227,7 +227,11 @@ class TensorRTInputSlot(HostFill):
 
     @property
     def host(self) -> npt.NDArray[np.floating]:
-        """The pinned array preprocessing writes into, in place."""
+        """The pinned array a caller letterboxes into before ``commit()`` (in place).
+
+        ``fill`` with the GPU letterbox writes the device input only; this array then keeps
+        whatever the caller last wrote.
+        """
         return self._pinned.array
 
     @property
