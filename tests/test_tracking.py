@@ -139,23 +139,44 @@ def test_point_in_polygon() -> None:
     assert in_polygon(pts, poly).tolist() == [True, False, True, False, True]
 
 
-def test_kalman_predict_is_f_p_ft_plus_q() -> None:
-    """The block-wise predict equals F P F^T + Q written with matrices."""
+def test_kalman_blocks_equal_the_matrix_filter() -> None:
+    """Predict and update on the 2 x 2 blocks give what the 8 x 8 matrix filter gives:
+    F P F^T + Q, then K = P H^T (H P H^T + R)^-1, x + K (z - H x), (I - K H) P."""
     from edgeyolo.tracking import kalman
 
     rng = np.random.default_rng(0)
-    mean = rng.normal(size=(5, 8)) + np.array([0, 0, 0, 50, 0, 0, 0, 0])
-    a = rng.normal(size=(5, 8, 8))
-    cov = a @ a.transpose(0, 2, 1)
+    z0 = np.column_stack(
+        (
+            rng.uniform(0, 900, 5),
+            rng.uniform(0, 500, 5),
+            rng.uniform(20, 60, 5),
+            rng.uniform(50, 150, 5),
+        )
+    )
+    mean, cov = kalman.initiate(z0)
+    mean[:, 4:] = rng.normal(0, 20, (5, 4))
     dt = 0.07
     f = np.eye(8)
     f[:4, 4:] = dt * np.eye(4)
-    m2, c2 = kalman.predict(mean, cov, dt)
-    h = mean[:, 3]
-    q = np.array([0.2**2] * 4 + [0.35**2] * 4) * dt
-    want = f @ cov @ f.T + np.einsum("n,k,kl->nkl", h * h, q, np.eye(8))
-    np.testing.assert_allclose(m2, mean @ f.T)
-    np.testing.assert_allclose(c2, want)
+    h = np.eye(4, 8)
+    p = kalman.full_covariance(cov)
+    for step in range(3):
+        m2, c2 = kalman.predict(mean, cov, dt)
+        hh = mean[:, 3]
+        q = np.array([0.2**2] * 4 + [0.35**2] * 4) * dt
+        p_pred = f @ p @ f.T + np.einsum("n,k,kl->nkl", hh * hh, q, np.eye(8))
+        np.testing.assert_allclose(m2, mean @ f.T)
+        np.testing.assert_allclose(kalman.full_covariance(c2), p_pred)
+        z = m2[:, :4] + rng.normal(0, 3, (5, 4))
+        m3, c3 = kalman.update(m2, c2, z)
+        r = np.einsum("n,kl->nkl", (0.05 * m2[:, 3]) ** 2, np.eye(4))
+        s = h @ p_pred @ h.T + r
+        k = p_pred @ h.T @ np.linalg.inv(s)
+        want_m = m2 + np.einsum("nij,nj->ni", k, z - m2[:, :4])
+        want_p = (np.eye(8) - k @ h) @ p_pred
+        np.testing.assert_allclose(m3, want_m, err_msg=f"step {step}")
+        np.testing.assert_allclose(kalman.full_covariance(c3), want_p, atol=1e-9)
+        mean, cov, p = m3, c3, want_p
 
 
 def test_kalman_update_pulls_towards_the_measurement() -> None:

@@ -5,8 +5,13 @@ in pixels per second. Measurements are boxes (``cx, cy, w, h``). Noise scales wi
 height, as in SORT/ByteTrack, so a near (large) person may move more pixels than a far one.
 Time steps come from frame timestamps, so skipped or dropped frames predict further.
 
-All functions work on stacked arrays (``n x 8`` means, ``n x 8 x 8`` covariances): with
-20 tracks one numpy call per step costs less than a Python loop over the tracks would.
+The motion model, the process noise and the measurement noise act on each of the four
+coordinates separately (each is a position with its velocity), and a new track starts with
+a diagonal covariance: so the 8 x 8 covariance stays block-diagonal, four 2 x 2 blocks, and
+is stored as those blocks: ``cov`` is ``n x 3 x 4`` = (var of position, covariance of
+position and velocity, var of velocity) per coordinate. Predict and update are then a few
+elementwise operations on ``n x 4`` arrays instead of batched 8 x 8 matrix products, with
+exactly the same result (tests/test_tracking.py checks it against the matrix form).
 """
 
 from __future__ import annotations
@@ -23,8 +28,7 @@ _STD_POS = 0.2
 _STD_VEL = 0.35
 # A new track's velocity is unknown: its initial std, in box heights per second.
 _STD_VEL_INIT = 1.0
-_EYE4 = np.eye(4)
-_Q_UNIT = np.array([_STD_POS**2] * 4 + [_STD_VEL**2] * 4)
+PP, PV, VV = 0, 1, 2  # the blocks of ``cov``
 
 
 def xyxy_to_cxcywh(boxes: npt.NDArray[np.floating]) -> F64:
@@ -46,47 +50,52 @@ def _scale(h: F64) -> F64:
 
 
 def initiate(z: F64) -> tuple[F64, F64]:
-    """Means and covariances of new tracks from ``n x 4`` measurements."""
+    """Means and covariances (``n x 3 x 4`` blocks) of new tracks from ``n x 4`` measurements."""
     n = len(z)
     mean = np.zeros((n, 8))
     mean[:, :4] = z
     s = _scale(z[:, 3])[:, None]
-    std = np.concatenate(
-        (np.repeat(2 * _STD_MEAS * s, 4, axis=1), np.repeat(_STD_VEL_INIT * s, 4, axis=1)), axis=1
-    )
-    cov = np.zeros((n, 8, 8))
-    cov.reshape(n, 64)[:, ::9] = std**2
+    cov = np.zeros((n, 3, 4))
+    cov[:, PP] = (2 * _STD_MEAS * s) ** 2
+    cov[:, VV] = (_STD_VEL_INIT * s) ** 2
     return mean, cov
 
 
 def predict(mean: F64, cov: F64, dt: float) -> tuple[F64, F64]:
     """Advance every track by ``dt`` seconds; returns new arrays."""
-    n = len(mean)
-    if n == 0:
+    if len(mean) == 0:
         return mean, cov
-    s = _scale(mean[:, 3])  # noise from the height before the step, as in SORT/ByteTrack
+    s2 = _scale(mean[:, 3:4]) ** 2  # noise from the height before the step, as in SORT
     mean = mean.copy()
     mean[:, :4] += dt * mean[:, 4:]
-    # F P F^T with F = [[I, dt I], [0, I]], by blocks: rows first (F P), then columns.
-    # Cheaper than batched 8x8 matmuls, which numpy runs without BLAS for small stacks.
-    cov = cov.copy()
-    cov[:, :4, :] += dt * cov[:, 4:, :]
-    cov[:, :, :4] += dt * cov[:, :, 4:]
-    # Process noise: the diagonal, (std x box height)^2 x dt, through a strided view.
-    cov.reshape(n, 64)[:, ::9] += (s * s)[:, None] * (_Q_UNIT * dt)
-    return mean, cov
+    pp, pv, vv = cov[:, PP], cov[:, PV], cov[:, VV]
+    out = np.empty_like(cov)
+    # F P F^T + Q per coordinate, F = [[1, dt], [0, 1]].
+    out[:, PP] = pp + dt * (2 * pv + dt * vv) + (_STD_POS**2 * dt) * s2
+    out[:, PV] = pv + dt * vv
+    out[:, VV] = vv + (_STD_VEL**2 * dt) * s2
+    return mean, out
 
 
 def update(mean: F64, cov: F64, z: F64) -> tuple[F64, F64]:
     """Correct ``n`` tracks with their ``n x 4`` measurements ``z``; returns new arrays."""
     if len(mean) == 0:
         return mean, cov
-    r = (_STD_MEAS * _scale(mean[:, 3])) ** 2
-    s_mat = cov[:, :4, :4] + r[:, None, None] * _EYE4  # innovation covariance, n x 4 x 4
-    ph = cov[:, :, :4]  # P H^T, n x 8 x 4
-    # K = P H^T S^-1, solved rather than inverted: S is symmetric, so K^T = solve(S, H P).
-    gain = np.linalg.solve(s_mat, np.swapaxes(ph, 1, 2)).swapaxes(1, 2)
+    pp, pv, vv = cov[:, PP], cov[:, PV], cov[:, VV]
+    s = pp + (_STD_MEAS**2) * _scale(mean[:, 3:4]) ** 2  # innovation variance
+    kp, kv = pp / s, pv / s  # gains of position and velocity
     innov = z - mean[:, :4]
-    new_mean = mean + (gain @ innov[:, :, None])[:, :, 0]
-    new_cov = cov - gain @ np.swapaxes(ph, 1, 2)
+    new_mean = np.concatenate((mean[:, :4] + kp * innov, mean[:, 4:] + kv * innov), axis=1)
+    new_cov = np.stack((pp - kp * pp, pv - kp * pv, vv - kv * pv), axis=1)
     return new_mean, new_cov
+
+
+def full_covariance(cov: F64) -> F64:
+    """The ``n x 8 x 8`` covariance the blocks stand for (for tests and debugging)."""
+    n = len(cov)
+    out = np.zeros((n, 8, 8))
+    i = np.arange(4)
+    out[:, i, i] = cov[:, PP]
+    out[:, i, i + 4] = out[:, i + 4, i] = cov[:, PV]
+    out[:, i + 4, i + 4] = cov[:, VV]
+    return out

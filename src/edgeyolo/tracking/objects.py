@@ -119,7 +119,8 @@ class ObjectTracker:
         self, table: npt.NDArray[np.bool_] | None, classes: npt.NDArray[np.intp]
     ) -> npt.NDArray[np.bool_]:
         assert table is not None
-        return table[np.clip(classes, 0, len(table) - 1)]
+        # Class ids beyond the labels (a model with more classes than names) use the last row.
+        return table[np.minimum(classes, len(table) - 1)]
 
     def step(
         self, dets: Detections, timestamp: float, seq: int, width: int, height: int
@@ -136,19 +137,11 @@ class ObjectTracker:
             rec = self._record(t, dets)
             events.append(self._lifecycle("new", rec, timestamp, seq))
         tracks = tr.tracks
-        n = len(tracks)
-        det_rows = np.fromiter((t.det for t in tracks), np.intp, n)
-        seen = (det_rows >= 0) & np.fromiter(
-            (t.state == TrackState.CONFIRMED for t in tracks), np.bool_, n
-        )
-        rows_seen = np.flatnonzero(seen)
-        if len(rows_seen):
-            boxes = dets.boxes.tolist()
-            for i in rows_seen.tolist():
-                self._observe(tracks[i], boxes, dets, timestamp)
-        rows = rows_seen.tolist()
+        # Confirmed tracks seen in this frame: the only ones whose state moves.
+        rows = [i for i, t in enumerate(tracks) if t.det >= 0 and t.state == TrackState.CONFIRMED]
         if rows and (self.zones.zones or self.lines.lines):
-            points = anchors(dets.boxes[det_rows[rows_seen]])
+            det_rows = np.array([tracks[i].det for i in rows], np.intp)
+            points = anchors(dets.boxes[det_rows])
             classes = np.array([tracks[i].class_id for i in rows], np.intp)
             c = tr.columns
             ok = self._ok(self._zone_ok, classes)
@@ -158,10 +151,12 @@ class ObjectTracker:
             ok = self._ok(self._line_ok, classes)
             for i, j, d in self.lines.step(c["line_side"], c["line_streak"], rows, points, ok):
                 events.append(self._line(tracks[i], j, d, timestamp, seq))
-        for i in rows_seen.tolist():
-            rec = self.records[tracks[i].track_id]
-            if self._due(rec, timestamp):
-                events.append(self._lifecycle("update", rec, timestamp, seq))
+        if rows:
+            boxes = dets.boxes.tolist()
+            for i in rows:
+                rec = self._observe(tracks[i], boxes, dets, timestamp)
+                if self._due(rec, timestamp):
+                    events.append(self._lifecycle("update", rec, timestamp, seq))
         for t in up.removed:
             events.extend(self._end(t, timestamp, seq))
         return up.det_track_ids, events
@@ -193,7 +188,7 @@ class ObjectTracker:
 
     def _observe(
         self, t: Track, boxes: list[list[float]], dets: Detections, timestamp: float
-    ) -> None:
+    ) -> TrackRecord:
         rec = self.records[t.track_id]
         b = boxes[t.det]
         rec.box = (b[0], b[1], b[2], b[3])
@@ -204,6 +199,7 @@ class ObjectTracker:
             raw = posture(dets.keypoints[t.det].tolist(), rec.box)
             if rec.posture.step(raw, timestamp):
                 rec.changes.add("posture")
+        return rec
 
     def _due(self, rec: TrackRecord, timestamp: float) -> bool:
         if rec.changes:

@@ -68,17 +68,16 @@ class TrackerUpdate:
 
 
 def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> F64:
-    """Pairwise IoU of ``n x 4`` and ``m x 4`` xyxy boxes (``n x m``)."""
-    a = a.astype(np.float64, copy=False)
-    b = b.astype(np.float64, copy=False)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.maximum(rb - lt, 0.0)
+    """Pairwise IoU of ``n x 4`` and ``m x 4`` xyxy boxes (``n x m``); 0 for empty boxes."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    wh = np.minimum(a[:, None, 2:], b[:, 2:]) - np.maximum(a[:, None, :2], b[:, :2])
+    np.maximum(wh, 0.0, out=wh)
     inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    sa, sb = a[:, 2:] - a[:, :2], b[:, 2:] - b[:, :2]
+    union = (sa[:, 0] * sa[:, 1])[:, None] + sb[:, 0] * sb[:, 1] - inter
+    np.maximum(union, 1e-12, out=union)
+    return np.asarray(inter / union)
 
 
 def center_similarity(
@@ -136,7 +135,7 @@ class ByteTracker:
         self.max_lost_s = max_lost_s
         self.tracks: list[Track] = []
         self.mean: F64 = np.zeros((0, 8))
-        self.cov: F64 = np.zeros((0, 8, 8))
+        self.cov: F64 = np.zeros((0, 3, 4))  # Kalman covariance blocks (kalman.py)
         self.columns: dict[str, npt.NDArray[np.generic]] = {}
         self._fill: dict[str, object] = {}
         self._next_id = 1
