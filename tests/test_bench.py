@@ -87,3 +87,27 @@ def test_mqtt_bench_reports_rates_and_latency():
     lat = report["capture_to_subscriber_ms"]
     assert lat["n"] > 0
     assert 0 < lat["median"] <= lat["p99"]
+
+
+def test_tracking_bench_times_both_variants():
+    """`bench tracking`: every walker detected every frame, both variants timed, events come."""
+    r = bench("tracking", "--objects", "5", "--frames", "60", "--warmup", "10")
+    assert r["detections_per_frame"] == 5.0
+    for variant in ("tracker", "tracker_zones_lines_lifecycle"):
+        t = r[variant]
+        assert 0 < t["min_us"] <= t["median_us"] <= t["p95_us"]
+    assert r["events"] > 0
+
+
+def test_view_bench_viewer_gets_pictures():
+    """`bench view`: draw timings for the frames asked, and the one viewer received pictures."""
+    res = run_cli(
+        "bench", "view", "--frames", "6", "--warmup", "1", "--rounds", "1", "--draw-frames", "2",
+        timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    r = json.loads(res.stdout)
+    assert r["draw"]["frames"] == 2
+    assert r["draw"]["picture_ms"]["median"] > 0
+    assert set(r["service"]) == {"http-off", "http-on-no-viewer", "one-viewer"}
+    assert r["service"]["one-viewer"]["viewer_parts_per_round"][0] > 0

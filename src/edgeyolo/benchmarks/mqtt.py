@@ -34,16 +34,11 @@ from typing import Any
 
 import yaml
 
+from edgeyolo.benchmarks.common import free_port, percentile
 from edgeyolo.errors import EdgeYoloError
 
 # (arrival time, topic, payload, retained)
 Message = tuple[float, str, bytes, bool]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_mosquitto(folder: Path, port: int) -> subprocess.Popen[bytes]:
@@ -88,11 +83,6 @@ class Recorder:
                         self.messages.append((time.time(), str(m.topic), payload, m.retain))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
-
-
-def q(values: list[float], p: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, round(p * (len(v) - 1)))]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -206,12 +196,12 @@ def summarize(
     own = [(t - e["timestamp"]) * 1e3 - e["latency_ms"] for t, e in stream]
     report["capture_to_subscriber_ms"] = {
         "median": round(statistics.median(lat), 1),
-        "p99": round(q(lat, 0.99), 1),
+        "p99": round(percentile(lat, 0.99), 1),
         "n": len(lat),
     }
     report["event_to_subscriber_ms"] = {
         "median": round(statistics.median(own), 2),
-        "p99": round(q(own, 0.99), 2),
+        "p99": round(percentile(own, 0.99), 2),
     }
     if "outage" in report:
         down, up = report["outage"]["down_at"], report["outage"]["up_at"]

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgeyolo.benchmarks.common import median_p95
 from edgeyolo.commands import bench_tools
 from edgeyolo.commands._common import add_config_arg, load
 from edgeyolo.errors import ConfigError, SourceError
@@ -74,12 +75,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bench_tools.register(tools)
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return {"median": round(statistics.median(values), 3), "p95": round(p95, 3)}
-
-
 def bench_pipeline(cfg: Config, frames: int, warmup: int, sequential: bool) -> dict[str, Any]:
     """Run the real pipeline on the first camera, flat out, and summarize its timings."""
     from edgeyolo.app import RunOptions, run  # noqa: PLC0415
@@ -119,7 +114,7 @@ def bench_pipeline(cfg: Config, frames: int, warmup: int, sequential: bool) -> d
         "models": [m.name for m in cfg.models_for(cam.name)],
         "frames": len(timings),
         "fps": round(len(timings) / steady, 2) if steady else None,
-        "stages_ms": {k: _stats(v) for k, v in stages.items()},
+        "stages_ms": {k: median_p95(v) for k, v in stages.items()},
         "e2e_sum_s": round(wall, 3),
     }
 

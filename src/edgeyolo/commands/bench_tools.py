@@ -1,4 +1,4 @@
-"""The arguments of ``edgeyolo bench soak | mqtt | drift``; the tools are ``edgeyolo.benchmarks``.
+"""Arguments of ``edgeyolo bench soak|mqtt|drift|view|tracking``; the tools: edgeyolo.benchmarks.
 
 Only argparse here: a tool's module (ONNX Runtime, aiomqtt, numpy) is imported when that
 tool runs, so ``edgeyolo --help`` stays fast. docs/benchmarks.md says what each one measures.
@@ -42,10 +42,12 @@ def _parser(tools: Tools, name: str, summary: str, description: str) -> argparse
 
 
 def register(tools: Tools) -> None:
-    """Add the ``soak``, ``mqtt`` and ``drift`` tools under ``edgeyolo bench``."""
+    """Add the ``soak``, ``mqtt``, ``drift``, ``view`` and ``tracking`` tools."""
     _soak(tools)
     _mqtt(tools)
     _drift(tools)
+    _view(tools)
+    _tracking(tools)
 
 
 def _soak(tools: Tools) -> None:
@@ -131,3 +133,37 @@ def _drift(tools: Tools) -> None:
         action="store_true",
         help="use the tool's own reference decode/NMS instead of edgeyolo.postprocess",
     )
+
+
+def _view(tools: Tools) -> None:
+    p = _parser(
+        tools,
+        "view",
+        "what seeing costs: annotate + JPEG per frame, the service with HTTP off/on/viewed (JSON)",
+        "1. draw: the config's models on its first camera's frames; per frame the median and\n"
+        "p95 ms of annotate, of the JPEG encode and of both, and the live view's idle tap.\n"
+        "2. service: the config run flat out for --frames frames, in alternating rounds: HTTP\n"
+        "off, HTTP on with no viewer, HTTP on with one MJPEG viewer; per-frame ms and fps.",
+    )
+    p.add_argument(
+        "-c", "--config", type=Path, default=None, help="config file (default: the bundled demo)"
+    )
+    p.add_argument("--frames", type=int, default=60, help="frames per service run (60)")
+    p.add_argument("--warmup", type=int, default=5, help="frames not counted per run (5)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds (2)")
+    p.add_argument("--draw-frames", type=int, default=30, help="frames for the draw part (30)")
+
+
+def _tracking(tools: Tools) -> None:
+    p = _parser(
+        tools,
+        "tracking",
+        "what tracking costs per frame: the tracker alone, and with zones, lines, lifecycle (JSON)",
+        "A synthetic scene of --objects walkers at constant velocity with pixel noise, some of\n"
+        "them crossing, over --frames frames of 960x540; per variant the microseconds of one\n"
+        "frame's update after a warm-up (what the tracking stage adds per model).",
+    )
+    p.add_argument("--objects", type=int, default=20, help="walkers in the scene (20)")
+    p.add_argument("--frames", type=int, default=600, help="frames (600)")
+    p.add_argument("--warmup", type=int, default=30, help="frames not counted (30)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the scene (1)")

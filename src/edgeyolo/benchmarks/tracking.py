@@ -1,13 +1,12 @@
-#!/usr/bin/env python3
-"""What tracking costs per frame: the tracker alone, and tracker + zones + lines + lifecycle.
+"""``edgeyolo bench tracking``: tracking cost per frame, alone and with zones, lines, lifecycle.
 
-Synthetic scene (tests/tracking_sim.py): ``--objects`` walkers (20) moving at constant
+Synthetic scene (``edgeyolo.benchmarks.scene``): ``--objects`` walkers (20) moving at constant
 velocity with pixel noise, some of them crossing, over ``--frames`` frames (600) of 960x540.
 Per variant the median, p95 and mean microseconds of one frame's ``update``/``step`` (what the
 tracking stage adds per model), after a warm-up. Prints one JSON object. Speed is a number to
 read, not a test: say what else the machine was doing when quoting it.
 
-Example: scripts/tracking-bench --objects 20 --frames 600
+Example: edgeyolo bench tracking --objects 20 --frames 600
 """
 
 from __future__ import annotations
@@ -16,22 +15,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the scene generator
-
-from tracking_sim import SimObject, frames  # noqa: E402
-
-from edgeyolo.config import LineConfig, TrackingConfig, ZoneConfig  # noqa: E402
-from edgeyolo.tracking.objects import ObjectTracker  # noqa: E402
-from edgeyolo.tracking.tracker import ByteTracker  # noqa: E402
+from edgeyolo.benchmarks.scene import SimFrame, SimObject, frames
+from edgeyolo.config import LineConfig, TrackingConfig, ZoneConfig
+from edgeyolo.tracking.objects import ObjectTracker
+from edgeyolo.tracking.tracker import ByteTracker
 
 
-def scene(n_objects: int, n_frames: int, seed: int) -> list:
+def scene(n_objects: int, n_frames: int, seed: int) -> list[SimFrame]:
+    """``n_objects`` walkers at random places, speeds and sizes, over ``n_frames`` frames."""
     rng = np.random.default_rng(seed)
     objs = []
     for g in range(n_objects):
@@ -43,7 +39,8 @@ def scene(n_objects: int, n_frames: int, seed: int) -> list:
     return frames(objs, n_frames, seed=seed)
 
 
-def timed(step, fs, warmup: int) -> dict[str, float]:
+def timed(step: Callable[[SimFrame], object], fs: list[SimFrame], warmup: int) -> dict[str, float]:
+    """Microseconds of ``step`` per frame after ``warmup`` frames: low quantiles, median, p95."""
     us = []
     for i, fr in enumerate(fs):
         t0 = time.perf_counter_ns()
@@ -62,13 +59,8 @@ def timed(step, fs, warmup: int) -> dict[str, float]:
     }
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--objects", type=int, default=20)
-    ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--warmup", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args()
+def main(args: argparse.Namespace) -> int:
+    """Time the tracker alone, then with zones, lines and lifecycle events; print JSON."""
     fs = scene(args.objects, args.frames, args.seed)
     cfg = TrackingConfig(enabled=True)
     zones = [
@@ -95,7 +87,7 @@ def main() -> int:
     ot = ObjectTracker("cam", "det", ["person"], cfg, zones=zones, lines=lines)
     events = 0
 
-    def step(fr) -> None:
+    def step(fr: SimFrame) -> None:
         nonlocal events
         events += len(ot.step(fr.dets, fr.timestamp, fr.index, 960, 540)[1])
 
@@ -103,7 +95,3 @@ def main() -> int:
     out["events"] = events
     print(json.dumps(out))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
