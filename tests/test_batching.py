@@ -310,3 +310,19 @@ def test_dynamic_batch_models_run_alone_like_the_static_ones():
             np.testing.assert_array_equal(two[1], one[0])
     finally:
         backend.close()
+
+
+def test_multicam_demo_config_checks_out():
+    """config/multicam.yaml (the batching demo) passes check-config with its models opened."""
+    path = REPO / "config" / "multicam.yaml"
+    cfg = load_config(path)
+    assert len(cfg.cameras) == 4
+    assert [(m.path, m.max_batch) for m in cfg.models] == [(DET_DYN, 4)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgeyolo", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr

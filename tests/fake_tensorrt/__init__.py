@@ -256,6 +256,7 @@ class IExecutionContext:
         self.input_shapes: dict[str, tuple[int, ...]] = {}
         # One stand-in per input shape (a batched call changes the batch dimension).
         self._runs: dict[tuple[tuple[str, tuple[int, ...]], ...], Callable[[int], None]] = {}
+        self._run: Callable[[int], None] | None = None  # the last one used (gpu-check reads it)
         self.executions = 0
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
@@ -298,6 +299,7 @@ class IExecutionContext:
         if run is None:
             factory = _executor_factory or OrtExecutor
             run = self._runs[shapes] = factory(self)
+        self._run = run
         run(int(stream_handle))
         self.executions += 1
         return True

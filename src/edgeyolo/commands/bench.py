@@ -6,6 +6,9 @@ The longer tools are subcommands in their own modules: ``bench soak`` (growth ov
 Default: the whole pipeline, headless, reading the first camera's file as fast as it can
 (no pacing, no sinks), with median and p95 milliseconds per stage.
 
+``--cameras N``: N cameras batched into one engine call per model vs the same N at batch 1
+(``commands/bench_batch.py``).
+
 ``--cpu-stages``: only the CPU work, on one thread. Raw model outputs for every frame are
 computed first; then per frame the shared letterbox and every model's decode are timed.
 The seed script's way of doing the same work (letterbox + blob per model, four copies,
@@ -57,6 +60,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--cpu-stages",
         action="store_true",
         help="time only preprocessing and postprocessing (CPU), against the seed's way",
+    )
+    p.add_argument(
+        "--cameras",
+        type=int,
+        default=None,
+        metavar="N",
+        help="N copies of the first camera: batched into one engine call per model (models "
+        "with a dynamic batch, max_batch N) vs the same N cameras at batch 1, side by side",
     )
     p.add_argument(
         "--gpu-path",
@@ -244,6 +255,10 @@ def main(args: argparse.Namespace) -> int:
         report = bench_gpu_path(cfg, args.frames, bench_pipeline)
     elif args.cpu_stages:
         report = bench_cpu_stages(cfg, args.frames)
+    elif args.cameras is not None:
+        from edgeyolo.commands.bench_batch import bench_batching  # noqa: PLC0415
+
+        report = bench_batching(cfg, args.cameras, args.frames, args.warmup)
     else:
         report = bench_pipeline(cfg, args.frames, args.warmup, args.sequential)
     sys.stdout.write(json.dumps(report) + "\n")

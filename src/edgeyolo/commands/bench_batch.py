@@ -1,0 +1,149 @@
+"""``edgeyolo bench --cameras N``: N cameras batched into one engine call vs the same N at batch 1.
+
+Both runs use the same config, models and backend (whatever ``backend`` says: ONNX Runtime on
+a CPU, TensorRT on a GPU): the first camera's file is opened N times, read flat out (every
+camera offers frames as fast as the models take them), for ``warmup + frames`` frames each.
+
+- ``batch1``: every model at ``max_batch: 1`` (today's shared-engine path: the cameras take
+  turns on each engine, one frame per call);
+- ``batched``: every model that has a dynamic batch at ``max_batch: N`` with the configured
+  ``batch_timeout_ms``.
+
+A model batches when its file has a symbolic batch dimension or when a sibling
+``<stem>-dynbatch.onnx`` exists (then both runs use that file, so the comparison is of the
+batching only); other models run at batch 1 in both runs and are listed as not batched.
+
+Printed per run: camera-frames per second over the window where every camera is past its
+warm-up, per-camera p50/p99 end-to-end latency, and per model the engine calls per second,
+the batch sizes seen, the time frames waited in the batcher and the engine call time. Then
+the throughput ratio. Numbers are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeyolo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgeyolo.app import RunResult
+    from edgeyolo.config import Config, ModelConfig
+
+
+def batchable(model: ModelConfig) -> ModelConfig | None:
+    """``model`` on a dynamic-batch file (itself or its ``-dynbatch`` sibling), or None."""
+    if model.path.suffix.lower() != ".onnx":
+        return model if model.max_batch > 1 else None  # an engine: trust its config
+    from edgeyolo.engines.onnxruntime import inspect_model  # noqa: PLC0415
+
+    for path in (model.path, model.path.with_name(f"{model.path.stem}-dynbatch.onnx")):
+        if path.is_file() and inspect_model(path).max_batch is None:
+            return model.model_copy(update={"path": path})
+    return None
+
+
+def _configs(cfg: Config, cameras: int) -> tuple[Config, Config, list[str]]:
+    cam = cfg.cameras[0]
+    cams = [
+        cam.model_copy(update={"name": f"{cam.name}-{i}", "loop": True}) for i in range(cameras)
+    ]
+    one: list[ModelConfig] = []
+    many: list[ModelConfig] = []
+    batched: list[str] = []
+    for m in cfg.models_for(cam.name):
+        base = m.model_copy(update={"cameras": None})
+        dyn = batchable(base)
+        if dyn is None:
+            one.append(base.model_copy(update={"max_batch": 1}))
+            many.append(base.model_copy(update={"max_batch": 1}))
+        else:
+            one.append(dyn.model_copy(update={"max_batch": 1}))
+            many.append(dyn.model_copy(update={"max_batch": cameras}))
+            batched.append(m.name)
+    logging = cfg.logging.model_copy(update={"frame_sample": 0, "summary_interval_s": 1e9})
+    common = {"cameras": cams, "logging": logging}
+    return (
+        cfg.model_copy(update={**common, "models": one}),
+        cfg.model_copy(update={**common, "models": many}),
+        batched,
+    )
+
+
+def _pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(np.asarray(values, np.float64), q)), 2) if values else 0.0
+
+
+def summarize(result: RunResult, warmup: int) -> dict[str, Any]:
+    """Camera-frames/s in the window where all cameras are warm, latencies, batch stats."""
+    tel = result.telemetry
+    if any(len(t.done_at) <= warmup for t in tel.values()):
+        raise ConfigError("bench --cameras: a camera delivered too few frames (a short file?)")
+    start = max(t.done_at[warmup - 1] if warmup else t.done_at[0] for t in tel.values())
+    end = min(t.done_at[-1] for t in tel.values())
+    done = sum(1 for t in tel.values() for at in t.done_at if start < at <= end)
+    fps = done / (end - start) if end > start else 0.0
+    e2e = {cam: [x.e2e_ms for x in t.all[warmup:]] for cam, t in tel.items()}
+    models = {}
+    for name, b in result.batches.items():
+        calls = [r for r in b.all if not r.failed]
+        frames = sum(r.size for r in calls)
+        waits = [w for r in calls for w in r.waited_ms]
+        sizes: dict[int, int] = {}
+        for r in calls:
+            sizes[r.size] = sizes.get(r.size, 0) + 1
+        models[name] = {
+            # Every camera frame goes through every model once: calls = frames / batch size.
+            "calls_per_s": round(fps * len(calls) / frames, 2) if frames else 0.0,
+            "mean_batch": round(frames / len(calls), 2) if calls else 0.0,
+            "batch_sizes": dict(sorted(sizes.items())),
+            "wait_ms_p50": _pct(waits, 50),
+            "wait_ms_p99": _pct(waits, 99),
+            "infer_ms_p50": _pct([r.infer_ms for r in calls], 50),
+        }
+    return {
+        "camera_frames_per_s": round(fps, 2),
+        "e2e_ms_p50": {cam: _pct(v, 50) for cam, v in e2e.items()},
+        "e2e_ms_p99": {cam: _pct(v, 99) for cam, v in e2e.items()},
+        "worst_camera_p99_ms": max(_pct(v, 99) for v in e2e.values()),
+        "models": models,
+    }
+
+
+def bench_batching(cfg: Config, cameras: int, frames: int, warmup: int) -> dict[str, Any]:
+    """The two runs, side by side."""
+    from edgeyolo.app import RunOptions, run  # noqa: PLC0415
+
+    if cameras < 2:
+        raise ConfigError("bench --cameras: batching needs at least 2 cameras")
+    one, many, batched = _configs(cfg, cameras)
+    if not batched:
+        raise ConfigError(
+            "bench --cameras: no model has a dynamic batch (an ONNX with a symbolic batch or a "
+            "<name>-dynbatch.onnx beside it), so there is nothing to batch"
+        )
+    out: dict[str, Any] = {
+        "mode": "batching",
+        "backend": cfg.backend,
+        "cameras": cameras,
+        "frames_per_camera": frames,
+        "batched_models": batched,
+        "not_batched": [m.name for m in many.models if m.name not in batched],
+        "batch_timeout_ms": {m.name: m.batch_timeout_ms for m in many.models if m.max_batch > 1},
+    }
+    for label, conf in (("batch1", one), ("batched", many)):
+        result = run(
+            conf,
+            RunOptions(
+                max_frames=frames + warmup,
+                pace="fast",
+                keep_timings=True,
+                jsonl=False,
+                handle_signals=True,
+            ),
+        )
+        out[label] = summarize(result, warmup)
+    a, b = out["batch1"]["camera_frames_per_s"], out["batched"]["camera_frames_per_s"]
+    out["throughput_ratio"] = round(b / a, 2) if a and b else None
+    return out
