@@ -26,11 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import cv2
 import pytest
 import yaml
 
-from conftest import DEMO_VIDEO, DET, POSE, REPO, edgeyolo_cmd, require
+from conftest import DET, POSE, REPO, edgeyolo_cmd, require
+from helpers import short_clip
 from mosquitto import Mosquitto, free_port
 
 pytestmark = [pytest.mark.nodered, pytest.mark.mqtt, pytest.mark.slow]
@@ -217,19 +217,6 @@ def lines(path: Path) -> list[Any]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def clip(path: Path) -> Path:
-    """The first 45 frames of the demo video (3 s at 15 fps), MJPG."""
-    cap = cv2.VideoCapture(str(DEMO_VIDEO))
-    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (960, 540))
-    for _ in range(FRAMES):
-        ok, img = cap.read()
-        assert ok
-        out.write(img)
-    out.release()
-    cap.release()
-    return path
-
-
 def run_box(tmp_path: Path, broker: Mosquitto, device: str, video: Path, pose: bool) -> None:
     """One edgeyolo service ("box") publishing to the broker until the clip ends."""
     models = [{"name": "det", "path": str(DET), "task": "detect"}]
@@ -292,7 +279,7 @@ def test_flow_in_a_real_node_red(tmp_path):
     broker.start()
     red = NodeRed(tmp_path / "node-red")
     taps = tmp_path / "taps"
-    video = clip(tmp_path / "clip.avi")
+    video = short_clip(tmp_path / "clip.avi", FRAMES)
     try:
         red.start()
         red.deploy(flow_copy(shipped, broker, taps))
