@@ -41,6 +41,8 @@ class OnnxTorch:
         self.nodes = []
         for node in self.graph.node:
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if isinstance(attrs.get("value"), onnx.TensorProto) and node.op_type != "Constant":
+                attrs["value"] = numpy_helper.to_array(attrs["value"])  # ConstantOfShape
             if node.op_type == "Constant":
                 self.consts[node.output[0]] = numpy_helper.to_array(attrs["value"])
                 continue
@@ -54,6 +56,22 @@ class OnnxTorch:
         self.input_name = next(i.name for i in self.graph.input if i.name not in self.consts)
         self.output_names = [o.name for o in self.graph.output]
         self._tensors: dict[str, Any] = {}
+        # Device copies of values computed on the host from the input's shape (dynamic-batch
+        # exports: anchors, strides, reshape targets), made in the eager warm-up runs and
+        # reused by the graph capture and its replays (no host-to-device copy while capturing).
+        self._host_tensors: dict[tuple[str, tuple[int, ...], str], Any] = {}
+
+    def _host_tensor(self, name: str, arr: np.ndarray) -> Any:
+        import torch
+
+        key = (name, tuple(arr.shape), arr.dtype.str)
+        t = self._host_tensors.get(key)
+        if t is None:
+            t = torch.from_numpy(np.array(arr, copy=True)).to(self.device)
+            if t.is_floating_point():
+                t = t.to(self.dtype)
+            self._host_tensors[key] = t
+        return t
 
     def _tensor(self, name: str) -> Any:
         import torch
@@ -68,16 +86,37 @@ class OnnxTorch:
         return t
 
     @staticmethod
-    def _numpy_op(op: str, x: list[Any], a: dict[str, Any]) -> list[Any]:
+    def _numpy_op(op: str, x: list[Any], a: dict[str, Any]) -> list[Any]:  # noqa: PLR0911
         if op in {"Mul", "Add", "Sub", "Div"}:
             fn = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract, "Div": np.divide}[op]
             return [fn(x[0], x[1]).astype(np.result_type(x[0], x[1]))]
         if op == "Concat":
             return [np.concatenate(x, axis=a["axis"])]
         if op == "Reshape":
-            return [x[0].reshape([int(s) for s in x[1]])]
+            shape = [int(s) for s in x[1]]
+            return [x[0].reshape([x[0].shape[i] if s == 0 else s for i, s in enumerate(shape)])]
         if op == "Cast":
-            return [x[0]]
+            to = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16}
+            return [x[0].astype(to[a["to"]])] if a.get("to") in to else [x[0]]
+        # Shape arithmetic of dynamic-batch exports, evaluated on the host:
+        if op == "Gather":
+            return [np.take(x[0], x[1], axis=a.get("axis", 0))]
+        if op == "Unsqueeze":
+            axes = [int(v) for v in np.ravel(x[1] if len(x) > 1 else a["axes"])]
+            out = x[0]
+            for ax in sorted(v % (out.ndim + len(axes)) for v in axes):
+                out = np.expand_dims(out, ax)
+            return [out]
+        if op == "Range":
+            return [np.arange(x[0], x[1], x[2]).astype(np.result_type(x[0], x[1], x[2]))]
+        if op == "Expand":
+            shape = np.broadcast_shapes(x[0].shape, tuple(int(v) for v in x[1]))
+            return [np.broadcast_to(x[0], shape).copy()]
+        if op == "ConstantOfShape":
+            value = np.asarray(a.get("value", np.zeros(1, np.float32)))
+            return [np.full([int(v) for v in x[0]], value.ravel()[0], value.dtype)]
+        if op == "Transpose":
+            return [np.transpose(x[0], a.get("perm"))]
         raise NotImplementedError(f"constant folding of {op}")
 
     def forward(self, inp: Any) -> list[Any]:
@@ -85,14 +124,30 @@ class OnnxTorch:
         import torch.nn.functional as F  # noqa: N812
 
         env: dict[str, Any] = {self.input_name: inp}
+        host: dict[str, np.ndarray] = {}  # values computed from shapes, on the host
 
         def val(name: str) -> Any:
-            return env[name] if name in env else self._tensor(name)
+            if name in env:
+                return env[name]
+            if name in host:
+                return self._host_tensor(name, host[name])
+            return self._tensor(name)
 
         def const(name: str) -> list[int] | list[float]:
-            return self.consts[name].tolist()
+            return (host[name] if name in host else self.consts[name]).tolist()
+
+        def on_host(name: str) -> bool:
+            return not name or name in host or (name in self.consts and name not in env)
 
         for op, ins, outs, a in self.nodes:
+            if op == "Shape":  # of a device tensor: its shape is known on the host
+                src = env[ins[0]] if ins[0] in env else host[ins[0]]
+                host[outs[0]] = np.asarray(tuple(src.shape), np.int64)
+                continue
+            if all(on_host(i) for i in ins):
+                args = [host[i] if i in host else self.consts.get(i) for i in ins]
+                host.update(zip(outs, self._numpy_op(op, args, a), strict=True))
+                continue
             x = val(ins[0])
             if op == "Conv":
                 pads = a.get("pads", [0, 0, 0, 0])
