@@ -102,3 +102,25 @@ def test_encode_bounded_shrinks_or_refuses(results):
     assert len(small) <= len(full) // 4
     assert decode(small).shape[2] == 3
     assert encode_bounded(img, 95, 200) is None
+
+
+def test_untracked_model_does_not_displace_a_tracked_candidate(results):
+    """det-fp32 tracked, pose-fp32 not: the pending picture stays det-fp32's tracked object
+    though pose-fp32 (untracked) reports people in the same and later frames."""
+    cfg = SnapshotConfig(enabled=True, labels=["person"], min_interval_s=3600)
+    got: list[str] = []
+
+    async def main() -> None:
+        stage = SnapshotStage("demo", cfg, lambda _c, lab, _j: got.append(lab))
+        n = len(results[0].outputs[0].detections)
+        stage(with_tracks(results[0], {"det-fp32": list(range(1, n + 1))}))  # published at once
+        await asyncio.sleep(0.5)
+        stage(with_tracks(results[1], {"det-fp32": list(range(50, 80))}))  # new objects
+        stage(results[2])  # nothing tracked
+        pending = stage._pending["person"]
+        assert pending.tracked
+        assert pending.model == "det-fp32"
+        stage.close()
+
+    asyncio.run(main())
+    assert got == ["person"]

@@ -9,7 +9,8 @@ compares scores: for each configured label it looks at the best detection of tha
 * Without track ids, the latest detection of the label is the candidate.
 
 At most one candidate per label is kept (the best since the last snapshot; without tracking,
-the latest), holding a reference to its frame: no copy. When the label's
+the latest; a tracked candidate is not displaced by an untracked model's detection), holding
+a reference to its frame: no copy. When the label's
 ``min_interval_s`` has passed and no encode of this camera is running, the candidate is drawn
 (``mode: frame``: the whole frame with its box; ``crop``: the object with a margin), scaled to
 ``max_width``, JPEG-encoded in a worker thread and handed to ``publish(camera, label, jpeg)``
@@ -52,6 +53,7 @@ class _Candidate:
     score: float
     box: tuple[float, float, float, float]
     image: npt.NDArray[np.uint8]
+    tracked: bool
 
 
 class SnapshotStage:
@@ -116,11 +118,17 @@ class SnapshotStage:
                 while len(self._track_best) > _TRACKS_KEPT:
                     self._track_best.popitem(last=False)
             pending = self._pending.get(label)
-            if tracks is not None and pending is not None and pending.score >= scores[i]:
+            # A tracked object's best view is not displaced by an untracked model's latest
+            # detection, nor by a worse tracked one.
+            if (
+                pending is not None
+                and pending.tracked
+                and (tracks is None or pending.score >= scores[i])
+            ):
                 continue
             x1, y1, x2, y2 = dets.boxes[i].tolist()
             self._pending[label] = _Candidate(
-                index, model, label, scores[i], (x1, y1, x2, y2), image
+                index, model, label, scores[i], (x1, y1, x2, y2), image, tracks is not None
             )
 
     def _maybe_encode(self) -> None:
