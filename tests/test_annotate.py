@@ -7,7 +7,16 @@ import hashlib
 import numpy as np
 import pytest
 
-from edgeyolo.annotate import COCO_SKELETON, Header, Shape, annotate, model_colour
+from edgeyolo.annotate import (
+    COCO_SKELETON,
+    LINE_COLOUR,
+    ZONE_COLOUR,
+    Header,
+    Shape,
+    annotate,
+    camera_shapes,
+    model_colour,
+)
 from realresults import RealModels, demo_frames, with_tracks
 
 
@@ -75,8 +84,26 @@ def test_models_filter_zones_and_header(result):
     none = annotate(result.frame.image, result.outputs, models=set())
     with_shapes = annotate(result.frame.image, [], shapes=[zone, line])
     assert np.array_equal(none, result.frame.image)
-    assert _has_colour(with_shapes, (0, 215, 255), 200, 500)
-    assert _has_colour(with_shapes, (0, 215, 255), 600, 250)
+    assert _has_colour(with_shapes, ZONE_COLOUR, 200, 500)
+    assert _has_colour(with_shapes, LINE_COLOUR, 600, 250)
+    assert not _has_colour(with_shapes, ZONE_COLOUR, 600, 250)
     head = annotate(result.frame.image, [], header=Header("demo", 15.0, 40.0))
     assert head[:22].mean() < result.frame.image[:22].mean() / 2 + 20
     assert np.array_equal(head[22:], result.frame.image[22:])
+
+
+def test_camera_zones_and_lines_from_the_demo_config(result):
+    """The demo camera's normalized zone and line land where the fractions say."""
+    from conftest import DEMO_CONFIG
+    from edgeyolo.config import load_config
+
+    cam = load_config(DEMO_CONFIG).cameras[0]
+    shapes = camera_shapes(cam)
+    assert [(s.name, s.closed, s.normalized) for s in shapes] == [
+        ("lawn", True, True),
+        ("middle", False, True),
+    ]
+    out = annotate(result.frame.image, [], shapes=shapes)
+    h, w = out.shape[:2]
+    assert _has_colour(out, ZONE_COLOUR, int(0.25 * w), int(0.45 * h))  # the lawn's top edge
+    assert _has_colour(out, LINE_COLOUR, int(0.5 * w), int(0.35 * h))  # the line above it

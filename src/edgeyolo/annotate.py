@@ -41,6 +41,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 149, 255),  # orange
     (199, 55, 255),  # pink
 )
+ZONE_COLOUR = (0, 215, 255)  # amber: zones are no model's
+LINE_COLOUR = (255, 255, 0)  # cyan: nor are lines
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 _FONT_SCALE = 0.45
 _HEADER_H = 22
@@ -112,13 +114,12 @@ def annotate(
     out: npt.NDArray[np.uint8] = image.copy()
     for shape in shapes:
         _draw_shape(out, shape)
-    legend: list[tuple[str, tuple[int, int, int]]] = []
-    for i, o in enumerate(outputs):
-        colour = model_colour(i)
-        if models is not None and o.model not in models:
-            continue
-        legend.append((o.model, colour))
-        _draw_detections(out, o, colour, kpt_conf)
+    drawn = [(i, o) for i, o in enumerate(outputs) if models is None or o.model in models]
+    # Last model first: where boxes coincide, the first model's (usually the tracked
+    # reference) stays on top with its track ids.
+    for i, o in reversed(drawn):
+        _draw_detections(out, o, model_colour(i), kpt_conf)
+    legend = [(o.model, model_colour(i)) for i, o in drawn]
     if header is not None:
         _draw_header(out, header, legend)
     return out
@@ -174,10 +175,16 @@ def _draw_shape(img: npt.NDArray[np.uint8], shape: Shape) -> None:
     if shape.normalized:
         xy = xy * np.array([img.shape[1], img.shape[0]], np.float32)
     pts = np.rint(xy).astype(np.int32).reshape(-1, 1, 2)
-    colour = (0, 215, 255)  # amber: zones and lines are not any model's
-    cv2.polylines(img, [pts], shape.closed, colour, 2, cv2.LINE_AA)
-    x, y = pts[0, 0].tolist()
-    _label(img, shape.name, (x, y + 16), colour)
+    if shape.closed:
+        cv2.polylines(img, [pts], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+        x, y = pts[0, 0].tolist()
+        _label(img, shape.name, (x, y + 16), ZONE_COLOUR)
+        return
+    # A line is directed (first point to last): an arrow, named at its head.
+    for a, b in zip(pts[:-1, 0].tolist(), pts[1:, 0].tolist(), strict=True):
+        cv2.arrowedLine(img, tuple(a), tuple(b), LINE_COLOUR, 2, cv2.LINE_AA, tipLength=0.04)
+    x, y = pts[-1, 0].tolist()
+    _label(img, shape.name, (x + 4, y + 16), LINE_COLOUR)
 
 
 def _label(
