@@ -54,14 +54,20 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-@pytest.fixture
-def service(tmp_path: Path):
-    """The demo config, looping, HTTP on a free loopback port with a token; yields base url."""
+def start_service(tmp_path: Path, cameras: int = 1):
+    """The demo config, looping, HTTP on a free loopback port with a token; yields base url.
+
+    ``cameras`` > 1: that many copies of the demo camera, each running only det-int8.
+    """
     data = yaml.safe_load(DEMO_CONFIG.read_text())
     for cam in data["cameras"]:
         cam["source"] = str((DEMO_CONFIG.parent / cam["source"]).resolve())
     for m in data["models"]:
         m["path"] = str((DEMO_CONFIG.parent / m["path"]).resolve())
+    if cameras > 1:
+        demo = data["cameras"][0]
+        data["cameras"] = [{"name": f"cam{i}", "source": demo["source"]} for i in range(cameras)]
+        data["models"] = [m for m in data["models"] if m["name"] == "det-int8"]
     port = free_port()
     data["http"] = {"enabled": True, "host": "127.0.0.1", "port": port, "token": TOKEN}
     data["sinks"]["jsonl"] = {"enabled": False}
@@ -78,7 +84,8 @@ def service(tmp_path: Path):
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            code, _ = get(f"{base}/cameras/demo/latest.jpg?token={TOKEN}")
+            first = data["cameras"][0]["name"]
+            code, _ = get(f"{base}/cameras/{first}/latest.jpg?token={TOKEN}")
             if code == 200:
                 break
         except OSError:
@@ -95,12 +102,26 @@ def service(tmp_path: Path):
         log.close()
 
 
+@pytest.fixture
+def service(tmp_path: Path):
+    yield from start_service(tmp_path)
+
+
+def chrome():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
 def test_status_page_in_chromium(service):
     """The page loads, lists the demo camera and its four models, its live view moves; the
     API answers 401 without the token and 200 with it; the token is in no log line."""
     need_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -111,11 +132,7 @@ def test_status_page_in_chromium(service):
     assert not body.startswith(b"\xff\xd8")
     assert get(f"{base}/api/status", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = chrome()
     try:
         driver.get(f"{base}/?token={TOKEN}")
         wait = WebDriverWait(driver, 60, poll_frequency=0.3)
@@ -145,3 +162,30 @@ def test_status_page_in_chromium(service):
     assert b"http listening" in logs
     assert b'"access": "token"' in logs
     assert TOKEN.encode() not in logs
+
+
+def test_many_cameras_poll_latest_jpg(tmp_path: Path):
+    """Five cameras (more than a browser's connections allow as streams): every live view
+    shows its camera by polling latest.jpg, and the pictures keep changing."""
+    need_browser()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    gen = start_service(tmp_path, cameras=5)
+    base, _ = next(gen)
+    driver = chrome()
+    try:
+        driver.get(f"{base}/?token={TOKEN}")
+        wait = WebDriverWait(driver, 90, poll_frequency=0.5)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "img.live")) == 5)
+        imgs = driver.find_elements(By.CSS_SELECTOR, "img.live")
+        assert all("latest.jpg" in (i.get_attribute("src") or "") for i in imgs)
+        for img in imgs:
+            wait.until(lambda d, i=img: d.execute_script("return arguments[0].naturalWidth", i))
+        first = imgs[0].get_attribute("src")
+        wait.until(lambda _: imgs[0].get_attribute("src") != first)  # it polls
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "status-page-5-cameras.png"))
+    finally:
+        driver.quit()
+        gen.close()

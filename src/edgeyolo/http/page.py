@@ -1,9 +1,11 @@
 """The status page: one self-contained HTML document (inline CSS and script, no assets).
 
 It works offline on an edge box: nothing is fetched but ``/api/status`` (every 2 s) and each
-camera's MJPEG stream. A ``?token=`` in the page's address is passed on to both, so the page
-can be opened as ``http://box:9108/?token=...`` when the server requires a token. Names from
-the config are inserted as text (``textContent``), never as HTML.
+camera's MJPEG stream (past four cameras, ``latest.jpg`` once a second instead: browsers
+keep at most six connections per server). A ``?token=`` in the page's address is passed on
+to these requests, so the page can be opened as ``http://box:9108/?token=...`` when the
+server requires a token. Names from the config are inserted as text (``textContent``),
+never as HTML.
 """
 
 from __future__ import annotations
@@ -80,7 +82,18 @@ function fact(label, value) {
   return s;
 }
 
-function cameraCard(cam) {
+// A browser keeps at most 6 connections per server: past 4 cameras, each live view polls
+// latest.jpg once a second instead of holding an MJPEG stream open.
+const MAX_STREAMS = 4;
+
+function poll(img, url) {
+  const next = () => { img.src = withToken(url) + (token ? "&" : "?") + "t=" + Date.now(); };
+  img.addEventListener("load", () => setTimeout(next, 1000));
+  img.addEventListener("error", () => setTimeout(next, 2000));
+  next();
+}
+
+function cameraCard(cam, count) {
   let card = cards.get(cam.name);
   if (!card) {
     card = el("article", "card");
@@ -89,7 +102,7 @@ function cameraCard(cam) {
     if (cam.stream) {
       const img = el("img", "live");
       img.alt = "live view of " + cam.name;
-      img.src = withToken(cam.stream);
+      if (count <= MAX_STREAMS) img.src = withToken(cam.stream); else poll(img, cam.latest);
       card.append(img);
     }
     card.append(el("div", "facts"));
@@ -118,7 +131,7 @@ function render(st) {
     mqtt.className = st.mqtt.ok ? "ok" : "bad";
   }
   document.getElementById("version").textContent = "v" + st.version;
-  st.cameras.forEach(cameraCard);
+  st.cameras.forEach((cam) => cameraCard(cam, st.cameras.length));
   const rows = st.models.map((m) => {
     const tr = el("tr");
     tr.dataset.model = m.name;
