@@ -277,37 +277,64 @@ def test_gpu_path_predictions_match_cpu_path_and_goldens(trt, tmp_path, path, ca
     asyncio.run(main())
 
 
-def test_batch_engine_single_call_decodes_only_its_frame(trt, tmp_path):
-    """An engine built for max_batch 3 on the default GPU path: a one-frame ``infer`` decodes
-    image 0 only (not the stale rows of an earlier 3-frame call) and equals the CPU decode of
-    the same output; ``infer_batch`` still returns raw rows, decoded on the CPU."""
+def test_decoder_runs_only_the_images_a_call_holds(ctx, modules):
+    """A decoder sized for 3 images, called with 3, 1, 2, 1: each call counts and returns just
+    its images (stale rows of a larger earlier call neither count nor overflow)."""
+    f0, f120 = recorded("det", "f000"), recorded("det", "f120")
+    raw = np.concatenate([f0, f120, np.full_like(f0, 0.9)])  # image 2: every anchor a hit
+    stream = Stream()
+    dev = DeviceBuffer(raw.nbytes)
+    dec = GpuDecoder(modules[1], np.float32, 8400, 80, 0, 0.25, None, 4096, 512, batch=3)
+    try:
+        check(driver().cuMemcpyHtoD(dev.handle, raw.ctypes.data, raw.nbytes), "cuMemcpyHtoD")
+        refs = [reference_records(raw[b : b + 1], 0.25, 80, 0) for b in range(3)]
+        for images in (3, 1, 2, 1):
+            dec.enqueue(dev.ptr, stream, images)
+            stream.synchronize()
+            counts = dec.counts().copy()
+            assert list(counts) == [len(r) for r in refs[:images]]
+            for b in range(images):
+                if counts[b] <= 4096:  # image 2 (8400) overflows
+                    c = dec.candidates(b)
+                    np.testing.assert_array_equal(c.anchors, refs[b][:, 0].astype(np.intp))
+                    np.testing.assert_array_equal(c.scores, refs[b][:, 2])
+    finally:
+        dec.close()
+        dev.close()
+        stream.close()
+
+
+def test_batch_engine_decodes_on_the_cpu_and_agrees_with_gpu_decode(trt, tmp_path):
+    """A max_batch 3 engine keeps the CPU decode (batched calls return raw rows); a batch-1
+    engine of the same model decodes the same frame on the GPU to the same detections."""
     from edgeyolo.postprocess import Candidates
     from edgeyolo.runner import ModelRunner
 
     dyn = DET.with_name("edgeyolo-demo-det-dynbatch.onnx")
-    model = ModelConfig(name="det", path=dyn, task="detect", max_batch=3)
 
     async def main() -> None:
         backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
         try:
-            runner = ModelRunner.open(backend, model)
-            engine = runner.engine
-            assert engine.gpu_decode is not None
-            slots = [backend.allocate_input(engine.info.input) for _ in range(3)]
+            batched = ModelRunner.open(
+                backend, ModelConfig(name="b", path=dyn, task="detect", max_batch=3)
+            )
+            single = ModelRunner.open(backend, ModelConfig(name="s", path=dyn, task="detect"))
+            assert batched.engine.gpu_decode is None
+            assert single.engine.gpu_decode is not None
+            slots = [backend.allocate_input(single.engine.info.input) for _ in range(3)]
             lbs = [s.fill(img) for s, img in zip(slots, real_images()[:3], strict=True)]
-            rows = (await engine.infer_batch(slots)).copy()
+            rows = (await batched.engine.infer_batch(slots)).copy()
             assert rows.shape[0] == 3
-            out = await engine.infer(slots[0])
-            assert isinstance(out, Candidates)
-            assert engine.gpu_decode.decoder.images == 1
-            assert len(engine.gpu_decode.decoder.counts()) == 1
-            got, cpu = runner.decode(out, lbs[0]), runner.decode(rows[0:1], lbs[0])
-            # Same frame, one call of 1 vs one row of a call of 3 (ONNX Runtime underneath):
-            # the same detections up to the batch's float rounding.
-            assert len(got) == len(cpu) > 0
-            np.testing.assert_allclose(got.boxes, cpu.boxes, atol=1e-2)
-            np.testing.assert_allclose(got.scores, cpu.scores, atol=1e-4)
-            np.testing.assert_array_equal(got.class_ids, cpu.class_ids)
+            for slot, row, lb in zip(slots, rows, lbs, strict=True):
+                out = await single.engine.infer(slot)
+                assert isinstance(out, Candidates)
+                got, cpu = single.decode(out, lb), batched.decode(row[None], lb)
+                # One frame per call vs one row of a call of 3 (ONNX Runtime underneath): the
+                # same detections up to the batch's float rounding.
+                assert len(got) == len(cpu) > 0
+                np.testing.assert_allclose(got.boxes, cpu.boxes, atol=1e-2)
+                np.testing.assert_allclose(got.scores, cpu.scores, atol=1e-4)
+                np.testing.assert_array_equal(got.class_ids, cpu.class_ids)
         finally:
             backend.close()
 
