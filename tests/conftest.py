@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 
 # Re-exported: tests import these from conftest as well as from helpers. `trt` is a fixture.
 from helpers import (
@@ -51,6 +52,15 @@ __all__ = [
     "shared_media",
     "trt",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog():
+    """Undo a test's configure_logging: a level set by one test must not hide another's
+    info lines from structlog.testing.capture_logs."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")
