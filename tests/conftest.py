@@ -77,14 +77,3 @@ def broker(tmp_path: Path):
     b.start()
     yield b
     b.stop()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_structlog():
-    """Each test starts with structlog's defaults: a test that configured logging (level
-    warning, say) must not make a later ``capture_logs`` miss info events."""
-    import structlog
-
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
