@@ -635,3 +635,38 @@ def test_engine_profile_limits_max_batch(trt, tmp_path):
     check_model(ModelConfig(name="d", path=built.path, task="detect", max_batch=2), info)
     with pytest.raises(ModelError, match="takes at most 2 frames per call"):
         check_model(ModelConfig(name="d", path=built.path, task="detect", max_batch=4), info)
+
+
+def test_torch_stand_in_evaluates_dynamic_batch_shapes_like_onnxruntime():
+    """The GPU stand-in's converter computes a dynamic-batch export's shape arithmetic
+    (Shape, Gather, Range, Expand, ConstantOfShape, ...) on the host: at batch 3 every such
+    value equals ONNX Runtime's, and what is left for the device are operators it runs.
+    (No PyTorch needed: the converter reads the graph with onnx and numpy.)"""
+    import onnx
+    import onnxruntime as ort
+
+    from fake_tensorrt.torch_context import OnnxTorch
+
+    path = DET_DYN.with_name("edgeyolo-demo-pose-dynbatch.onnx")  # det's head and keypoints
+    conv = OnnxTorch(path, device=None, dtype=None)
+    graph = onnx.load(str(path))
+    names = [o for n in graph.graph.node for o in n.output]
+    del graph.graph.output[:]
+    graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 3, 640, 640), np.float32)
+    ref = dict(zip(names, sess.run(None, {"images": x}), strict=True))
+    env: dict = {conv.input_name: x}
+    host: dict = {}
+    device_ops = set()
+    for op, ins, outs, attrs in conv.nodes:  # forward()'s loop; device values from ORT
+        if not conv.host_step(op, ins, outs, attrs, env, host):
+            device_ops.add(op)
+            env.update((o, ref[o]) for o in outs)
+    assert len(host) > 100
+    for name, value in host.items():
+        np.testing.assert_allclose(value, ref[name], err_msg=name)
+    assert device_ops <= {
+        "Add", "Concat", "Conv", "Div", "MaxPool", "Mul", "Reshape", "Resize", "Sigmoid",
+        "Slice", "Softmax", "Split", "Sub", "Transpose",
+    }  # fmt: skip

@@ -197,3 +197,41 @@ def test_batched_engine_call_matches_each_frame_alone(trt, tmp_path):
             backend.close()
 
     asyncio.run(main())
+
+
+def test_batched_call_on_the_gpu_path_matches_the_cpu_path(trt, tmp_path):
+    """GPU letterbox into each camera's slot, one batched call, the decode kernel over the
+    batch in one launch: each camera gets the detections of the CPU path (CPU letterbox,
+    ONNX Runtime, CPU decode) for its frame."""
+    from edgeyolo.runner import ModelRunner
+
+    model = ModelConfig(name="det", path=DET_DYN, task="detect", max_batch=3)
+
+    async def main() -> None:
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
+        try:
+            runner = ModelRunner.open(backend, model)
+            if runner.engine.gpu_decode is None:
+                pytest.skip("the GPU path's kernels are not usable here (see the warning)")
+            spec = runner.input_spec
+            slots = [backend.allocate_input(spec) for _ in range(3)]
+            imgs = frames(3)
+            lbs = [slot.fill(img) for slot, img in zip(slots, imgs, strict=True)]
+            for _ in range(3):
+                runner.attach()
+            outs = await asyncio.gather(
+                *(runner.run({spec: s}, {spec: lb}) for s, lb in zip(slots, lbs, strict=True))
+            )
+            pre = Preprocessor(*spec.hw)
+            for img, out in zip(imgs, outs, strict=True):
+                blob = np.zeros(spec.shape, np.float32)
+                lb = pre(img, blob)
+                alone = runner.decode(ort_reference(DET_DYN, blob), lb)
+                assert len(alone.scores) > 0
+                assert out.detections.boxes.shape == alone.boxes.shape
+                np.testing.assert_allclose(out.detections.boxes, alone.boxes, atol=0.05)
+                np.testing.assert_array_equal(out.detections.class_ids, alone.class_ids)
+        finally:
+            backend.close()
+
+    asyncio.run(main())

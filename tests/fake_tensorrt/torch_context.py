@@ -119,6 +119,27 @@ class OnnxTorch:
             return [np.transpose(x[0], a.get("perm"))]
         raise NotImplementedError(f"constant folding of {op}")
 
+    def host_step(
+        self,
+        op: str,
+        ins: list[str],
+        outs: list[str],
+        a: dict[str, Any],
+        env: dict[str, Any],
+        host: dict[str, np.ndarray],
+    ) -> bool:
+        """Run the node on the host when it is shape arithmetic (a ``Shape``, or every input
+        a constant or a host value); False: it is device work, left to ``forward``."""
+        if op == "Shape":  # of a device tensor: its shape is known on the host
+            src = env[ins[0]] if ins[0] in env else host[ins[0]]
+            host[outs[0]] = np.asarray(tuple(src.shape), np.int64)
+            return True
+        if all(not i or i in host or (i in self.consts and i not in env) for i in ins):
+            args = [host[i] if i in host else self.consts.get(i) for i in ins]
+            host.update(zip(outs, self._numpy_op(op, args, a), strict=True))
+            return True
+        return False
+
     def forward(self, inp: Any) -> list[Any]:
         import torch
         import torch.nn.functional as F  # noqa: N812
@@ -136,17 +157,8 @@ class OnnxTorch:
         def const(name: str) -> list[int] | list[float]:
             return (host[name] if name in host else self.consts[name]).tolist()
 
-        def on_host(name: str) -> bool:
-            return not name or name in host or (name in self.consts and name not in env)
-
         for op, ins, outs, a in self.nodes:
-            if op == "Shape":  # of a device tensor: its shape is known on the host
-                src = env[ins[0]] if ins[0] in env else host[ins[0]]
-                host[outs[0]] = np.asarray(tuple(src.shape), np.int64)
-                continue
-            if all(on_host(i) for i in ins):
-                args = [host[i] if i in host else self.consts.get(i) for i in ins]
-                host.update(zip(outs, self._numpy_op(op, args, a), strict=True))
+            if self.host_step(op, ins, outs, a, env, host):
                 continue
             x = val(ins[0])
             if op == "Conv":

@@ -151,11 +151,14 @@ class Engine(Protocol):
 class BatchEngine(Engine, Protocol):
     """An engine that also runs several cameras' slots in one call (``max_batch`` > 1)."""
 
-    async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
+    async def infer_batch(
+        self, slots: Sequence[InputSlot]
+    ) -> npt.NDArray[np.float32] | Sequence[Candidates]:
         """Run the model once on every slot (batch index i = ``slots[i]``).
 
-        Returns the raw output (len(slots) x rows x anchors, float32), valid until the next
-        call like ``infer``'s. Each slot is read (copied into the engine's own batch input, or
+        Returns the raw output (len(slots) x rows x anchors, float32), or from an engine that
+        decodes on the device each frame's ``Candidates``; index i is frame i, valid until the
+        next call like ``infer``'s. Each slot is read (copied into the engine's own batch input, or
         that copy enqueued ahead of any later write to the slot) before the first ``await``.
         Called with 1 to ``max_batch`` (the model's config) slots, one call at a time.
         """

@@ -487,10 +487,14 @@ class TensorRTEngine:
         finally:
             self._busy = False
 
-    async def infer_batch(self, slots: Sequence[InputSlot]) -> npt.NDArray[np.float32]:
+    async def infer_batch(
+        self, slots: Sequence[InputSlot]
+    ) -> npt.NDArray[np.float32] | list[Candidates]:
         """One call on ``len(slots)`` frames: each slot copied (device to device) into its row
-        of the batch input on this engine's stream, then ``execute_async_v3`` once and one copy
-        of the batch's output rows. Returns ``len(slots)`` x rows x anchors, float32."""
+        of the batch input on this engine's stream, then ``execute_async_v3`` once. Returns the
+        batch's raw output rows (``len(slots)`` x rows x anchors, float32), or with the GPU
+        decode (one launch over the batch) each frame's candidates; the raw rows, copied, when
+        a frame overflowed the decode capacity."""
         context, batch = self._context, self._batch
         if context is None:
             raise RuntimeError(f"engine '{self._name}' is closed")
@@ -523,15 +527,36 @@ class TensorRTEngine:
                 raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
             if self._t1 is not None:
                 self._t1.record(stream)
-            for out in self._outputs:
-                stream.copy_dtoh(out.host, out.device, out.host.nbytes // self._rows * n)
+            decode = self._decode
+            if decode is not None:
+                decode.enqueue(self._outputs[0].device.ptr, stream, n)
+            else:
+                self._copy_rows(n)
             self._done.record(stream)
             for slot in ours:
                 slot.add_reader(self._done)
             await self._waiter.wait(self._done, stream)
-            return self.result()[:n]
+            if decode is None:
+                return self.result()[:n]
+            step = decode.after_wait(stream)
+            if step == "overflow":
+                self._copy_rows(n)
+            if step != "done":
+                self._done.record(stream)
+                await self._waiter.wait(self._done, stream)
+            if step == "overflow":
+                owned: npt.NDArray[np.float32] = self.result()[:n].copy()
+                return owned
+            if self._t0 is not None and self._t1 is not None:
+                self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
+            return [decode.candidates(b) for b in range(n)]
         finally:
             self._busy = False
+
+    def _copy_rows(self, n: int) -> None:
+        """Enqueue the copy of the first ``n`` frames' output rows to the pinned host buffers."""
+        for out in self._outputs:
+            self._stream.copy_dtoh(out.host, out.device, out.host.nbytes // self._rows * n)
 
     def _release(self) -> None:
         for res in reversed(self._resources):
@@ -647,12 +672,8 @@ class TensorRTBackend:
         )
         try:
             _labels, class_ids = check_model(model, trt_engine.info)
-            # Batched calls decode each frame on the CPU from the batch's output rows.
-            if (
-                self._kernels is not None
-                and self._kernels.decode is not None
-                and trt_engine.batch_rows == 1
-            ):
+            # A batched engine's decoder holds batch_rows images (one launch per call).
+            if self._kernels is not None and self._kernels.decode is not None:
                 from edgeyolo.engines.trt_gpu import DeviceDecode  # noqa: PLC0415
 
                 info = trt_engine.info
