@@ -222,6 +222,7 @@ def test_compose_gpu_overrides() -> None:
     jetson = load_yaml(DEPLOY / "compose.jetson.yaml")["services"]["edgeyolo"]  # type: ignore[index]
     assert (REPO / jetson["build"]["dockerfile"]).is_file()
     assert jetson["runtime"] == "nvidia"
+    assert "/tmp/argus_socket:/tmp/argus_socket" in jetson["volumes"]  # CSI cameras
 
 
 def mosquitto_conf() -> dict[str, list[str]]:
