@@ -58,3 +58,49 @@ def test_non_utf8_config_is_one_clear_error(tmp_path: Path):
     assert f"not UTF-8 text: byte 0xfc at offset {offset}" in res.stderr
     assert "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_http_port_in_use_is_one_line_and_nonzero(tmp_path: Path):
+    """`run --http HOST:PORT` on a taken port: one error line naming it, exit 2."""
+    import socket
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_base(jsonl={"enabled": False})), encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(
+            edgeyolo_cmd(
+                "run", "-c", str(path), "--max-frames", "1", "--http", f"127.0.0.1:{port}",
+                "--log-level", "error",
+            ),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert lines == [lines[0]], res.stderr
+    assert f"http: cannot listen on 127.0.0.1:{port}" in lines[0]
+    assert "address already in use" in lines[0].lower()
+
+
+def test_unwritable_jsonl_path_is_a_config_error(tmp_path: Path):
+    """check-config (and so run) refuses a JSON-lines path in a missing folder or a folder."""
+    for bad, why in (
+        (tmp_path / "missing" / "events.jsonl", "does not exist"),
+        (tmp_path, "is a folder"),
+    ):
+        raw = _base(jsonl={"path": str(bad)})
+        out = _check(tmp_path, raw, "--no-models")
+        assert out.returncode == 1, out.stderr
+        assert f"sinks.jsonl.path = '{bad}'" in out.stderr
+        assert why in out.stderr
+        res = subprocess.run(
+            edgeyolo_cmd("run", "-c", str(tmp_path / "c.yaml")),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert res.returncode == 2
+        assert why in res.stderr
+        assert "Traceback" not in res.stderr
+    ok = _base(jsonl={"path": str(tmp_path / "events.jsonl")})
+    assert _check(tmp_path, ok, "--no-models").returncode == 0

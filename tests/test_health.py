@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from edgeyolo.config import HttpConfig
+from edgeyolo.errors import ConfigError
 from edgeyolo.health import HealthServer, parse_http_address, probe
 from edgeyolo.health import main as probe_main
 from edgeyolo.metrics import Metrics
@@ -195,13 +196,13 @@ def test_health_fn_that_raises_gives_500() -> None:
 
 
 def test_port_in_use_is_a_clear_error() -> None:
-    """Binding a taken port raises OSError naming host and port."""
+    """Binding a taken port raises ConfigError naming host and port (one line for the CLI)."""
     m, (health, _) = service()
 
     async def main() -> None:
         async with HealthServer("127.0.0.1", 0, m, health) as srv:
             other = HealthServer("127.0.0.1", srv.port, m, health)
-            with pytest.raises(OSError, match=f"127.0.0.1:{srv.port}"):
+            with pytest.raises(ConfigError, match=f"127.0.0.1:{srv.port}"):
                 await other.start()
 
     asyncio.run(main())

@@ -7,6 +7,7 @@ moved together with its models.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -145,8 +146,29 @@ def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
                 for f in pipeline_files(c.source)
                 if "%" not in f and not Path(f).exists()
             ]
+    jsonl = cfg.sinks.jsonl
+    if jsonl.enabled and jsonl.path != "-":
+        problem = unwritable(Path(jsonl.path))
+        if problem:
+            issues.append(ConfigIssue(loc="sinks.jsonl.path", value=jsonl.path, message=problem))
     del path
     return issues
+
+
+def unwritable(path: Path) -> str | None:
+    """Why events cannot be appended to ``path``, or None when they can (as far as the file
+    system says before trying: permissions, a read-only mount, a missing folder)."""
+    if path.is_dir():
+        return "is a folder; give a file name"
+    if path.exists():
+        ok = os.access(path, os.W_OK)
+        return None if ok else "cannot write to this file (permissions or a read-only file system)"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"folder {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create a file in {parent} (permissions or a read-only file system)"
+    return None
 
 
 def parse_config(raw: Any, path: Path) -> Config:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote
 import structlog
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from edgeyolo.errors import ConfigError
 from edgeyolo.http.auth import authorized, exposure
 from edgeyolo.http.page import LOGIN, PAGE
 
@@ -129,16 +130,19 @@ class HttpServer:
         return self._host
 
     async def start(self) -> None:
-        """Bind and start serving; raises OSError naming host and port when it cannot bind."""
+        """Bind and start serving; raises ConfigError naming host and port when it cannot."""
         access = exposure(self._host, self._token, self._allow_anonymous)
         try:
             self._server = await asyncio.start_server(
                 self._handle, self._host, self._port, limit=_MAX_LINE, reuse_address=True
             )
         except OSError as exc:
-            raise OSError(
-                exc.errno, f"cannot listen on {self._host}:{self._port} for HTTP: {exc}"
-            ) from exc
+            # One line for the user (the CLI prints EdgeYoloErrors), not a traceback.
+            raise ConfigError(
+                f"http: cannot listen on {self._host}:{self._port}: {exc.strerror or exc} "
+                "(another program on that port? choose another with --http HOST:PORT or "
+                "http.port)"
+            ) from None
         self._log.info("http listening", host=self._host, port=self.port, access=access)
 
     async def close(self) -> None:

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
+from edgeyolo.errors import ConfigError
+
 if TYPE_CHECKING:
     from edgeyolo.events import Event
 
@@ -25,7 +27,13 @@ class JsonlSink:
             self._fh = sys.stdout
         else:
             # Opening a local file once at start-up; not worth an executor hop.
-            self._fh = Path(self._path).open("a", encoding="utf-8")  # noqa: SIM115, ASYNC230
+            try:
+                self._fh = Path(self._path).open("a", encoding="utf-8")  # noqa: SIM115, ASYNC230
+            except OSError as exc:
+                raise ConfigError(
+                    f"sinks.jsonl.path {self._path!r}: cannot open for appending: "
+                    f"{exc.strerror or exc}"
+                ) from None
             self._owned = True
 
     async def emit(self, event: Event) -> None:
