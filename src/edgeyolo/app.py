@@ -20,16 +20,17 @@ import structlog
 
 from edgeyolo.annotate import camera_shapes
 from edgeyolo.batching import BatchTelemetry
-from edgeyolo.config import load_config
 from edgeyolo.engines.select import create_backend
-from edgeyolo.errors import ConfigError
+from edgeyolo.errors import EdgeYoloError
 from edgeyolo.http import HttpServer
 from edgeyolo.http.status import build_status
 from edgeyolo.live import LiveView
 from edgeyolo.metrics import Metrics
 from edgeyolo.pipeline import CameraPipeline
+from edgeyolo.reload import Reloader
 from edgeyolo.runner import ModelRunner, open_runners
 from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
+from edgeyolo.signals import SignalRelay
 from edgeyolo.sinks.jsonl import JsonlSink
 from edgeyolo.snapshots import SnapshotStage
 from edgeyolo.sources import CaptureSource
@@ -69,6 +70,11 @@ class RunOptions:
     overrides: Callable[[Config], Config] | None = None
     # Creates the backend from the config; None: ``create_backend`` (what the config asks).
     backend: Callable[[Config], Backend] | None = None
+    # Catches SIGINT/SIGTERM/SIGHUP for the whole run (the CLI installs it first thing);
+    # None with handle_signals: ``run`` installs one.
+    signals: SignalRelay | None = None
+    # Config reloads by result (accepted, rejected, failed), carried across restarts.
+    reloads: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +149,8 @@ class Service:
         self.config = config
         self.options = options
         self.metrics = Metrics()
+        for result, n in options.reloads.items():
+            self.metrics.config_reload(result, n)
         self.notifier = SystemdNotifier.from_env(unset_environment=True)
         self.runners: list[ModelRunner] = []
         self.batches: dict[str, BatchTelemetry] = {}
@@ -155,7 +163,13 @@ class Service:
         self._started = time.monotonic()
         self.reload: Config | None = None
         self._stop = asyncio.Event()
-        self._signals: list[signal.Signals] = []
+        self._reloader = Reloader(
+            options.config_path,
+            options.overrides,
+            config,
+            self._restart_with,
+            self._count_reload,
+        )
 
     # -- control ---------------------------------------------------------------------------
     def stop(self, reason: str = "requested") -> None:
@@ -168,36 +182,21 @@ class Service:
         for s in self.sources:
             s.stop()
 
-    def _reload(self) -> None:
-        path = self.options.config_path
-        assert path is not None
-        try:
-            new = load_config(path)
-            if self.options.overrides is not None:
-                new = self.options.overrides(new)
-        except ConfigError as exc:
-            _log.error(
-                "config reload rejected; keeping the running config", path=str(path), error=str(exc)
-            )
-            return
-        _log.info("config reload accepted; restarting", path=str(path))
+    def _on_signal(self, sig: signal.Signals) -> None:
+        """A signal, in the loop (also one that came while the service was starting)."""
+        if sig != signal.SIGHUP:
+            self.stop(sig.name)
+        else:
+            self._reloader.request()
+
+    def _count_reload(self, result: str) -> None:
+        self.metrics.config_reload(result)
+        self.options.reloads[result] = self.options.reloads.get(result, 0) + 1
+
+    def _restart_with(self, new: Config) -> None:
         self.notifier.reloading()
         self.reload = new
         self.stop("SIGHUP")
-
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.options.handle_signals:
-            return
-        handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
-            (signal.SIGINT, lambda: self.stop("SIGINT")),
-            (signal.SIGTERM, lambda: self.stop("SIGTERM")),
-        ]
-        if self.options.config_path is not None:
-            handlers.append((signal.SIGHUP, self._reload))
-        for sig, handler in handlers:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, handler)
-                self._signals.append(sig)
 
     # -- health ----------------------------------------------------------------------------
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -217,7 +216,23 @@ class Service:
     # -- run -------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         """Run every camera until their sources end or ``stop`` is called."""
-        loop = asyncio.get_running_loop()
+        relay = self.options.signals if self.options.handle_signals else None
+        own = None
+        if self.options.handle_signals and relay is None:
+            relay = own = SignalRelay()  # run_service called directly: this run only
+            own.install()
+        if relay is not None:
+            relay.attach(asyncio.get_running_loop(), self._on_signal)
+        try:
+            return await self._run()
+        finally:
+            await self._reloader.close()
+            if relay is not None:
+                relay.detach()
+            if own is not None:
+                own.restore()
+
+    async def _run(self) -> RunResult:
         started = time.perf_counter()
         exit_code = 0
         backend = (self.options.backend or create_backend)(self.config)
@@ -274,8 +289,6 @@ class Service:
                     healthz=f"{base}/healthz",
                     metrics=f"{base}/metrics",
                 )
-            self._install_signals(loop)
-            stack.callback(self._remove_signals, loop)
             stack.callback(self.notifier.close)
             # Background tasks end (cancelled) first when the stack unwinds.
             background = await stack.enter_async_context(TaskGroup())
@@ -382,6 +395,8 @@ class Service:
 
     async def _run_pipelines(self) -> int:
         """Run every camera until all ended, or until ``stop`` plus the stop timeout."""
+        if self._stop.is_set():  # a SIGTERM during start-up
+            return 0
         for src in self.sources:
             await src.start()
         exit_code = 0
@@ -425,11 +440,6 @@ class Service:
         except Exception as exc:
             _log.error("sink did not close cleanly", sink=type(sink).__name__, error=str(exc))
 
-    def _remove_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in self._signals:
-            loop.remove_signal_handler(sig)
-        self._signals.clear()
-
 
 async def run_service(config: Config, options: RunOptions | None = None) -> RunResult:
     """Run the service once (until sources end, a signal, or a SIGHUP reload)."""
@@ -437,9 +447,35 @@ async def run_service(config: Config, options: RunOptions | None = None) -> RunR
 
 
 def run(config: Config, options: RunOptions | None = None) -> RunResult:
-    """Blocking entry point for the CLI; a SIGHUP with a valid config restarts with it."""
-    while True:
-        result = asyncio.run(run_service(config, options))
-        if result.reload is None:
-            return result
-        config = result.reload
+    """Blocking entry point for the CLI; a SIGHUP with a valid config restarts with it.
+
+    When the new config fails to start after all (a TensorRT engine that does not build),
+    the service goes back to the config it ran before, logs why and counts it.
+    """
+    options = options or RunOptions()
+    own: SignalRelay | None = None
+    if options.handle_signals and options.signals is None:
+        own = options.signals = SignalRelay()
+        own.install()
+    previous: Config | None = None
+    try:
+        while True:
+            try:
+                result = asyncio.run(run_service(config, options))
+            except EdgeYoloError as exc:
+                if previous is None:
+                    raise
+                options.reloads["failed"] = options.reloads.get("failed", 0) + 1
+                _log.error(
+                    "reloaded config failed to start; going back to the previous config",
+                    error=str(exc),
+                )
+                config, previous = previous, None
+                continue
+            if result.reload is None:
+                return result
+            previous, config = config, result.reload
+    finally:
+        if own is not None:
+            own.restore()
+            options.signals = None

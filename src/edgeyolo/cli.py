@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import threading
 
 from edgeyolo import __version__
-from edgeyolo.config.secrets import redact
 from edgeyolo.errors import EdgeYoloError
-from edgeyolo.log import quiet_native_logs_early
+from edgeyolo.secrets import redact
+from edgeyolo.signals import SignalRelay
 
 # Order is the order shown in --help. Each module has register(subparsers).
 COMMANDS = (
@@ -45,9 +46,29 @@ NO_OPENCV = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    relay = None
+    if argv[:1] == ["run"] and threading.current_thread() is threading.main_thread():
+        # Before the heavy imports: from here on a SIGHUP/SIGTERM/SIGINT never kills
+        # the service unhandled (edgeyolo.signals).
+        relay = SignalRelay()
+        relay.install()
+    try:
+        return _main(argv, relay)
+    finally:
+        if relay is not None:
+            relay.restore()
+
+
+def _main(argv: list[str], relay: SignalRelay | None) -> int:
+    # structlog (imported by edgeyolo.log) takes a good part of a second to import on a busy
+    # small box: only after the signal handlers are in place.
+    from edgeyolo.log import quiet_native_logs_early  # noqa: PLC0415
+
     quiet_native_logs_early()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.signals = relay
     try:
         code: int = args.func(args)
     except EdgeYoloError as exc:

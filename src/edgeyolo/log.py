@@ -9,7 +9,7 @@ from typing import Literal, TextIO
 
 import structlog
 
-from edgeyolo.config.secrets import redact
+from edgeyolo.secrets import redact
 
 # Native libraries write plain-text lines to stderr on their own (OpenCV's
 # "[ WARN:0@0.3] ... GStreamer warning: ...", FFmpeg's "[h264 @ 0x...] ...", ONNX Runtime's

@@ -262,6 +262,14 @@ class Metrics:
             registry=reg,
             buckets=LATENCY_BUCKETS,
         )
+        self._reloads = Counter(
+            "config_reloads",
+            "SIGHUP reloads by result: accepted (restarted with the new config), rejected "
+            "(invalid; the running config kept), failed (did not start; back to the old one).",
+            ["result"],
+            namespace=NAMESPACE,
+            registry=reg,
+        )
         if process:
             # process_resident_memory_bytes, process_open_fds, ...: what the soak test watches.
             ProcessCollector(registry=reg)
@@ -347,6 +355,10 @@ class Metrics:
     def e2e_seconds(self, camera: str, s: float) -> None:
         """One frame of ``camera`` took ``s`` seconds from capture to its events emitted."""
         self._e2e.labels(camera).observe(s)
+
+    def config_reload(self, result: str, n: int = 1) -> None:
+        """``n`` config reloads ended with ``result`` (accepted, rejected, failed)."""
+        self._reloads.labels(result).inc(n)
 
     def engine_failed(self, engine: str) -> None:
         """An inference of ``engine`` raised."""

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from edgeyolo.config import ConfigValidationError, config_warnings, load_config
-from edgeyolo.errors import ConfigError, EdgeYoloError
+from edgeyolo.errors import ConfigError
 from edgeyolo.sources.kinds import source_kind
 
 
@@ -47,17 +47,11 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{path}: cameras[{i}].source: {no_gstreamer_message()}", file=sys.stderr)
                 problems += 1
     if not args.no_models:
-        from edgeyolo.engines.model import check_model  # noqa: PLC0415
-        from edgeyolo.engines.onnxruntime import inspect_model  # noqa: PLC0415
+        from edgeyolo.engines.check import model_problems  # noqa: PLC0415
 
-        for i, m in enumerate(cfg.models):
-            if m.path.suffix.lower() != ".onnx":
-                continue  # engines are checked when the TensorRT backend loads them
-            try:
-                check_model(m, inspect_model(m.path))
-            except EdgeYoloError as exc:
-                print(f"{path}: models[{i}] = {m.name!r}: {exc}", file=sys.stderr)
-                problems += 1
+        for problem in model_problems(cfg):
+            print(f"{path}: {problem}", file=sys.stderr)
+            problems += 1
     if problems:
         print(f"{path}: {problems} error(s)", file=sys.stderr)
         return 1

@@ -94,5 +94,6 @@ def main(args: argparse.Namespace) -> int:
         pace="fast" if args.fast else None,
         config_path=path,
         overrides=overrides,
+        signals=args.signals,
     )
     return run(cfg, options).exit_code

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeyolo.config.models import Config
 from edgeyolo.config.names import id_warnings
-from edgeyolo.config.secrets import MASK, is_secret_key, scrub, secret_values, secrets_in_text
 from edgeyolo.errors import ConfigError
+from edgeyolo.secrets import MASK, is_secret_key, scrub, secret_values, secrets_in_text
 from edgeyolo.sources.kinds import (
     is_file_path,
     pipeline_files,
