@@ -70,12 +70,9 @@ def test_http_port_in_use_is_one_line_and_nonzero(tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = subprocess.run(
-            edgeyolo_cmd(
-                "run", "-c", str(path), "--max-frames", "1", "--http", f"127.0.0.1:{port}",
-                "--log-level", "error",
-            ),
-            capture_output=True, text=True, timeout=120,
+        res = run_cli(
+            "run", "-c", str(path), "--max-frames", "1", "--http", f"127.0.0.1:{port}",
+            "--log-level", "error",
         )  # fmt: skip
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
@@ -95,10 +92,7 @@ def test_unwritable_jsonl_path_is_a_config_error(tmp_path: Path):
         assert out.returncode == 1, out.stderr
         assert f"sinks.jsonl.path = '{bad}'" in out.stderr
         assert why in out.stderr
-        res = subprocess.run(
-            edgeyolo_cmd("run", "-c", str(tmp_path / "c.yaml")),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+        res = run_cli("run", "-c", str(tmp_path / "c.yaml"), timeout=60)
         assert res.returncode == 2
         assert why in res.stderr
         assert "Traceback" not in res.stderr
