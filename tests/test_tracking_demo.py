@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DEMO_VIDEO, DET
+from conftest import DEMO_VIDEO, DET, POSE
 from edgeyolo.config import ModelConfig, OnnxRuntimeConfig, TrackingConfig
 from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend, OnnxRuntimeEngine
+from edgeyolo.events import TrackEvent
 from edgeyolo.runner import ModelRunner
+from edgeyolo.sinks.derive import posture
 from edgeyolo.sources.files import video_frames
 from edgeyolo.tracking.objects import ObjectTracker
 from edgeyolo.tracking.tracker import iou_matrix
@@ -86,3 +88,46 @@ def test_demo_video_person_tracks_are_stable() -> None:
     assert switches <= 2
     assert blips == []
     assert len(tracks) <= 12
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_demo_video_postures_change_rarely() -> None:
+    """The demo's walkers walk (one runs): per tracked person the posture settles and then
+    changes seldom, so the pose event entity fires a few times per person, not per frame."""
+    cfg = ModelConfig(name="pose", path=POSE, task="pose")
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=0), max_engines=1)
+    runner = ModelRunner.open(backend, cfg)
+    slot = backend.allocate_input(runner.input_spec)
+    engine = runner.engine
+    assert isinstance(engine, OnnxRuntimeEngine)
+    ot = ObjectTracker("demo", "pose", runner.labels, TrackingConfig(enabled=True), pose=True)
+    changes: dict[int, list[str]] = {}
+    raw_flips = 0
+    last_raw: dict[int, str] = {}
+    seen: set[int] = set()
+    try:
+        for n, image in video_frames(DEMO_VIDEO):
+            dets = runner.decode(engine.run_sync(slot.host), slot.fill(image))
+            ids, events = ot.step(dets, n / 15.0, n, image.shape[1], image.shape[0])
+            for ev in events:
+                if isinstance(ev, TrackEvent) and "posture" in ev.changes:
+                    changes.setdefault(ev.after["id"], []).append(ev.after["posture"])
+            for i, tid in enumerate(ids.tolist()):  # what a per-frame posture would do
+                seen.add(tid)
+                if tid >= 0 and dets.keypoints is not None:
+                    raw = posture(dets.keypoints[i].tolist(), tuple(dets.boxes[i].tolist()))
+                    raw_flips += tid in last_raw and raw != last_raw[tid]
+                    last_raw[tid] = raw
+    finally:
+        slot.close()
+        runner.close()
+    per_track = [len(c) for c in changes.values()]
+    print(
+        f"\ndemo video, pose model: {len(seen - {-1})} person tracks; posture "
+        f"events per track {sorted(per_track)}; frame-to-frame raw posture flips {raw_flips}"
+    )
+    assert changes
+    assert all(c[0] == "standing" for c in changes.values())  # walkers stand
+    assert max(per_track) <= 3
+    assert sum(per_track) < raw_flips
