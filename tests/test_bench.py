@@ -111,3 +111,21 @@ def test_view_bench_viewer_gets_pictures():
     assert r["draw"]["picture_ms"]["median"] > 0
     assert set(r["service"]) == {"http-off", "http-on-no-viewer", "one-viewer"}
     assert r["service"]["one-viewer"]["viewer_parts_per_round"][0] > 0
+
+
+def test_batching_report_runs_both_paths():
+    """`bench --cameras 2`: the same two cameras at batch 1 and batched, side by side."""
+    r = bench("-c", str(REPO / "config" / "multicam.yaml"), "--cameras", "2", "--frames", "4")
+    assert r["mode"] == "batching"
+    assert r["batched_models"] == ["det"]
+    assert r["not_batched"] == []
+    one, many = r["batch1"], r["batched"]
+    assert set(one["models"]["det"]["batch_sizes"]) == {"1"}
+    assert set(many["models"]["det"]["batch_sizes"]) <= {"1", "2"}
+    assert "2" in many["models"]["det"]["batch_sizes"]
+    for run in (one, many):
+        assert run["camera_frames_per_s"] > 0
+        assert set(run["e2e_ms_p99"]) == {"cam-a-0", "cam-a-1"}
+    assert r["throughput_ratio"] == pytest.approx(
+        many["camera_frames_per_s"] / one["camera_frames_per_s"], abs=0.01
+    )
