@@ -33,7 +33,7 @@ from edgeyolo.sinks.embedded_broker import EmbeddedBroker
 from edgeyolo.sinks.link import Link
 from edgeyolo.sinks.objects import CameraObjects, ObjectMessages, Out
 from edgeyolo.sinks.outbox import Message, Outbox
-from edgeyolo.sinks.topics import Layout, Segments, Topics
+from edgeyolo.sinks.topics import Layout, Topics
 from edgeyolo.tasks import TaskGroup
 
 if TYPE_CHECKING:
@@ -103,9 +103,9 @@ class MqttSink:
         self._routes = list(routes)
         self._snapshots: dict[str, Message] = {}  # topic -> latest snapshot (re-sent)
         self._layout = Layout(routes, config.count_labels, config.occupancy_label)
-        self._objects = ObjectMessages(objects, routes, config.count_labels)
-        self._zone_seg: dict[str, Segments] = {}
-        self._line_seg: dict[str, Segments] = {}
+        self._objects = ObjectMessages(
+            objects, routes, config.count_labels, self._topics, self._layout
+        )
         self._cameras = [self._entities(camera) for camera in self._layout.cameras]
         if self._layout.missing and routes:
             self._log.warning(
@@ -135,9 +135,7 @@ class MqttSink:
         self._last_drop_log = -math.inf
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        now = time.monotonic()
-        for out in self._objects.initial():
-            self._object_message(out, now)
+        self._object_messages(self._objects.initial())
 
     # ----------------------------------------------------------------- public surface
 
@@ -189,9 +187,7 @@ class MqttSink:
         elif isinstance(event, DetectionEvent):
             self._on_detections(event)
         elif isinstance(event, TrackEvent | ZoneEvent | LineEvent):
-            now = time.monotonic()
-            for out in self._objects.on_event(event):
-                self._object_message(out, now)
+            self._object_messages(self._objects.on_event(event))
 
     async def close(self) -> None:
         """Flush the latest state, publish 'offline' and disconnect, within close_timeout_s."""
@@ -284,39 +280,24 @@ class MqttSink:
             occupancy=lay.occupancy_model(camera) is not None,
             pose_models=[(m, lay.model(m)) for m in lay.pose_models(camera)],
             zones=[
-                (z, self._zone_segment(camera, z), label, lay.label(label))
+                (z, self._objects.zone_segment(camera, z), label, lay.label(label))
                 for z, label in self._objects.zone_entities.get(camera, [])
             ],
             lines=[
-                (ln, self._line_segment(camera, ln))
+                (ln, self._objects.line_segment(camera, ln))
                 for ln in self._objects.line_entities.get(camera, [])
             ],
             snapshots=[(label, lay.label(label)) for label in self._snapshot_labels(camera)],
         )
 
-    def _zone_segment(self, camera: str, zone: str) -> str:
-        return self._zone_seg.setdefault(camera, Segments())(zone)
-
-    def _line_segment(self, camera: str, line: str) -> str:
-        return self._line_seg.setdefault(camera, Segments())(line)
-
-    def _object_message(self, out: Out, now: float) -> None:
-        """Publish one message derived from tracked objects (sinks/objects.py)."""
-        what, camera = out.where[0], out.where[1]
-        cam = self._layout.camera(camera)
-        if what == "objects":
-            self._put(self._topics.objects(cam), out.payload, "pose")
-        elif what == "pose" and out.model is not None:
-            self._put(self._topics.pose(cam, self._layout.model(out.model)), out.payload, "pose")
-        elif what == "zone":
-            zone, label = out.where[2], out.where[3]
-            topic = self._topics.zone(
-                cam, self._zone_segment(camera, zone), self._layout.label(label)
-            )
-            self._update(topic, "state", out.key, out.payload, now)
-        elif what == "line":
-            topic = self._topics.line(cam, self._line_segment(camera, out.where[2]))
-            self._update(topic, "state", out.key, out.payload, now)
+    def _object_messages(self, msgs: list[Out]) -> None:
+        """Publish messages derived from tracked objects (sinks/objects.py)."""
+        now = time.monotonic()
+        for out in msgs:
+            if out.kind == "state":
+                self._update(out.topic, "state", out.key, out.payload, now)
+            else:
+                self._put(out.topic, out.payload, "pose")
 
     def _snapshot_labels(self, camera: str) -> list[str]:
         """The configured snapshot labels that a (selected) model on ``camera`` reports."""

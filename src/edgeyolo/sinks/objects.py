@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from edgeyolo.events import SCHEMA_VERSION, LineEvent, TrackEvent, ZoneEvent
+from edgeyolo.sinks.topics import Segments
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from edgeyolo.sinks.topics import Route
+    from edgeyolo.sinks.topics import Layout, Route, Topics
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +43,9 @@ class Out:
     """One message to publish: ``state`` (retained, latest wins, keyed) or ``event``."""
 
     kind: str  # "state" | "event"
-    where: tuple[str, ...]  # ("objects", cam) | ("zone", cam, zone, label) | ("line", cam, line)
+    topic: str
     payload: dict[str, Any]
-    key: Any = None
-    model: str | None = None  # for ("pose", cam, model)
+    key: Any = None  # states: what must change for a new message
 
 
 @dataclass(slots=True)
@@ -70,8 +70,16 @@ class ObjectMessages:
     """Turns object events into MQTT messages; knows which model drives which state."""
 
     def __init__(
-        self, cameras: Sequence[CameraObjects], routes: Sequence[Route], count_labels: Sequence[str]
+        self,
+        cameras: Sequence[CameraObjects],
+        routes: Sequence[Route],
+        count_labels: Sequence[str],
+        topics: Topics,
+        layout: Layout,
     ) -> None:
+        self._topics, self._layout = topics, layout
+        self._zone_seg: dict[str, Segments] = {}
+        self._line_seg: dict[str, Segments] = {}
         self._cams: dict[str, _Camera] = {}
         self.zone_entities: dict[str, list[tuple[str, str]]] = {}  # camera -> (zone, label)
         self.line_entities: dict[str, list[str]] = {}
@@ -96,6 +104,14 @@ class ObjectMessages:
                     state.lines[line] = model
                     self.line_entities.setdefault(c.camera, []).append(line)
 
+    def zone_segment(self, camera: str, zone: str) -> str:
+        """The topic segment of ``zone`` (unique among the camera's zones)."""
+        return self._zone_seg.setdefault(camera, Segments())(zone)
+
+    def line_segment(self, camera: str, line: str) -> str:
+        """The topic segment of ``line`` (unique among the camera's lines)."""
+        return self._line_seg.setdefault(camera, Segments())(line)
+
     def initial(self) -> list[Out]:
         """Zero states for every zone and line, so entities have a value before any event."""
         now = time.time()
@@ -109,7 +125,7 @@ class ObjectMessages:
 
     def on_event(self, ev: TrackEvent | ZoneEvent | LineEvent) -> list[Out]:
         """The messages of one object event."""
-        out = [Out("event", ("objects", ev.camera), ev.to_dict())]
+        out = [Out("event", self._topics.objects(self._layout.camera(ev.camera)), ev.to_dict())]
         state = self._cams.get(ev.camera)
         if state is None:
             return out
@@ -148,7 +164,8 @@ class ObjectMessages:
             "occupied": count > 0,
             "count": count,
         }
-        return Out("state", ("zone", cam, zone, label), payload, key=count)
+        seg = self._layout.camera(cam), self.zone_segment(cam, zone), self._layout.label(label)
+        return Out("state", self._topics.zone(*seg), payload, key=count)
 
     def _line_state(
         self, cam: str, model: str, line: str, n_in: int, n_out: int, ts: float, seq: int
@@ -158,7 +175,8 @@ class ObjectMessages:
             "in_count": n_in,
             "out_count": n_out,
         }
-        return Out("state", ("line", cam, line), payload, key=(n_in, n_out))
+        topic = self._topics.line(self._layout.camera(cam), self.line_segment(cam, line))
+        return Out("state", topic, payload, key=(n_in, n_out))
 
     def _posture(self, state: _Camera, ev: TrackEvent) -> Out | None:
         key = (ev.model, ev.after["id"])
@@ -189,4 +207,5 @@ class ObjectMessages:
             "postures": counts,
             "people": [person],
         }
-        return Out("event", ("pose", ev.camera), payload, model=ev.model)
+        topic = self._topics.pose(self._layout.camera(ev.camera), self._layout.model(ev.model))
+        return Out("event", topic, payload)
