@@ -1,10 +1,11 @@
-"""A real Home Assistant discovers the tracking entities; the pose event fires per person.
+"""A real Home Assistant discovers (and removes) the tracking entities; pose events per person.
 
 Run by ``make test-ha`` next to tests/test_ha_real.py (whose Home Assistant fixture it uses);
 skipped without ``EDGEYOLO_HASS``. ``edgeyolo run`` on the demo video with the FP32 pose model
 tracked and the INT8 one not, a zone and a line: every zone and line entity exists on the
 camera's device with a state, and the tracked model's pose event entity changes state (one
-recorder row per event) far less often than the untracked one's.
+recorder row per event) far less often than the untracked one's; ``remove-discovery``
+removes them from Home Assistant's registry.
 """
 
 from __future__ import annotations
@@ -161,3 +162,19 @@ def test_home_assistant_has_zone_line_and_per_person_pose_entities(
     assert svc.returncode == 0, (tmp_path / "edgeyolo.log").read_text()
     print(f"\npose events recorded by Home Assistant: tracked {tracked}, untracked {plain}")
     assert 1 <= tracked < plain
+    # Removal: clearing the camera's device removes the zone and line entities with it.
+    res = subprocess.run(
+        edgeyolo_cmd("mqtt", "remove-discovery", "-c", str(config)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    uids = {c["unique_id"] for c in ours.values()}
+
+    def removed() -> bool:
+        left = {e["unique_id"] for e in ha.registry("core.entity_registry")["entities"]}
+        return not (left & uids)
+
+    _wait("zone, line and pose entities removed from HA's registry", removed, 120, ha.proc)
