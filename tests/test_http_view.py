@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import structlog
 from pydantic import SecretStr, ValidationError
 from structlog.testing import capture_logs
 
@@ -29,6 +31,15 @@ from realresults import RealModels, demo_frames
 
 FPS = 15.0
 TOKEN = "s3cret-t0ken-for-tests"  # noqa: S105 - a test value
+
+
+@pytest.fixture
+def all_levels():
+    """Let info lines through to capture_logs even if an earlier test set a higher level."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +263,7 @@ def test_latest_jpg_unknown_camera_and_no_file_system(results):
     asyncio.run(main())
 
 
-def test_token_required_401_without_200_with_and_never_logged(results):
+def test_token_required_401_without_200_with_and_never_logged(results, all_levels):
     """With a token: 401 and no picture without it (or with a wrong one); 200 with bearer
     header or ?token=; /healthz stays open; the token appears in no log event."""
 
@@ -290,7 +301,7 @@ def test_token_required_401_without_200_with_and_never_logged(results):
     asyncio.run(main())
 
 
-def test_binding_beyond_loopback_needs_token_or_explicit_anonymous():
+def test_binding_beyond_loopback_needs_token_or_explicit_anonymous(all_levels):
     """A public address without token or allow_anonymous is refused (config and server);
     the start log says which protection applies."""
     with pytest.raises(ValidationError, match=r"http.token.*allow_anonymous"):
