@@ -93,7 +93,12 @@ class FakeSource:
 
 
 class FakeEngine:
-    """Sleeps like a GPU; reports one box whose x centre is the grey value it read."""
+    """Sleeps like a GPU; reports one box whose x centre is the grey value it read.
+
+    Its output is one array it rewrites every call, like TensorRT's pinned output buffer.
+    """
+
+    output_owned = False
 
     def __init__(self, name: str, delay_s: float, log: list, fail: bool = False) -> None:
         self.name = name
@@ -149,16 +154,21 @@ class FakeBackend:
 
 
 class Record:
-    """Sink + frame observer that keeps everything it is given."""
+    """Sink + frame observer that keeps everything it is given (``delay_s``: a slow sink)."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_s: float = 0.0) -> None:
         self.events: list = []
         self.timings: list = []
+        self.delay_s = delay_s
+        self.emitted: list[tuple[int, float]] = []
 
     async def start(self) -> None: ...
 
     async def emit(self, event) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         self.events.append(event)
+        self.emitted.append((getattr(event, "seq", -1), time.perf_counter()))
 
     async def close(self) -> None: ...
 
@@ -166,13 +176,13 @@ class Record:
         self.timings.append((camera, timings))
 
 
-def make(source, engines, stages=(), sequential=False):
+def make(source, engines, stages=(), sequential=False, sink_delay_s=0.0):
     backend = FakeBackend(engines)
     runners = [
         ModelRunner.open(backend, ModelConfig(name=n, path=Path(f"{n}.onnx"), task="detect"))
         for n in engines
     ]
-    rec = Record()
+    rec = Record(sink_delay_s)
     tel = CameraTelemetry("cam", structlog.get_logger(), frame_sample=0, summary_interval_s=3600)
     pipeline = CameraPipeline(
         source, runners, backend, [rec], tel, stages=stages, observers=[rec], sequential=sequential
@@ -210,6 +220,20 @@ def test_next_frame_is_prepared_while_the_engines_run():
     first_b = next(t for n, v, t in starts if n == "b" and v == value(1))
     first_a_end = ends[value(1)]
     assert first_b < first_a_end
+
+
+def test_engines_take_the_next_frame_while_sinks_emit_the_last():
+    """Frame N+1 enters the engines before frame N's (slow) sink is done; order is kept."""
+    log: list = []
+    pipeline, _, rec = make(FakeSource(6), {"a": FakeEngine("a", 0.005, log)}, sink_delay_s=0.02)
+    asyncio.run(pipeline.run())
+    assert detections(rec, "a") == [(s, value(s)) for s in range(1, 7)]
+    starts = {v: t for kind, _, v, t in log if kind == "start"}
+    emitted = dict(rec.emitted)
+    assert all(starts[value(s + 1)] < emitted[s] for s in range(1, 6))
+    # Never more than one frame in the engine: each start follows the previous end.
+    kinds = [k for k, _, _, _ in log]
+    assert kinds == ["start", "end"] * 6
 
 
 def test_sequential_runs_models_one_after_the_other():

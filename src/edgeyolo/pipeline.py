@@ -1,12 +1,15 @@
 """Per-camera wiring: capture -> fill the input slots -> every model's runner -> stages -> sinks.
 
 Frames overlap: while frame N is in the engines, frame N+1 is awaited from the capture
-thread and letterboxed into the other of two slot sets. A slot set is refilled only after
-the frame that used it has been fully processed, and each engine has at most one frame in
-flight (its runner's lock), so output buffers the engines reuse are never overwritten early.
+thread and letterboxed into the other of two slot sets; as soon as frame N's engines are
+done (and decoded), frame N+1 goes into the engines while frame N runs its stages and sinks.
+A slot set is refilled only after the frame that used it came out of the engines, and each
+engine has at most one frame in flight (its runner's lock), so output buffers the engines
+reuse are never overwritten early. Stages and sinks see frames in order.
 
 Bounded queues: the capture hand-off holds one frame (latest wins, drops counted, see
-``sources``), and at most one frame is in the engines while the next is prepared.
+``sources``); per camera at most one frame is in the engines, one is being prepared and one
+is in its stages and sinks.
 
 Each frame's timings are reported once, as one ``FrameTimings``, to the camera's observers
 (its ``CameraTelemetry`` first, then e.g. the service's Prometheus ``Metrics``).
@@ -118,7 +121,10 @@ class CameraPipeline:
 
     async def run(self) -> None:
         """Process frames until the source ends, ``max_frames`` is reached, or cancellation."""
-        inflight: asyncio.Task[None] | None = None
+        # Frames whose processing has started, oldest first (at most two: one in the engines,
+        # one in its stages and sinks), and the event set when the newest left the engines.
+        inflight: list[asyncio.Task[None]] = []
+        inferred: asyncio.Event | None = None
         n = 0
         try:
             while self.max_frames is None or n < self.max_frames:
@@ -136,17 +142,24 @@ class CameraPipeline:
                 t1 = time.perf_counter_ns()
                 ss.fill(frame.image)
                 timings.preprocess_ms = (time.perf_counter_ns() - t1) * _ms
-                if inflight is not None:
-                    await inflight
-                inflight = asyncio.create_task(self._process(frame, ss, timings))
-            if inflight is not None:
-                await inflight
-                inflight = None
+                if inferred is not None:
+                    await inferred.wait()  # the previous frame is out of the engines
+                while inflight and inflight[0].done():
+                    inflight.pop(0).result()  # a frame that failed ends the camera
+                inferred = asyncio.Event()
+                prev = inflight[-1] if inflight else None
+                inflight.append(
+                    asyncio.create_task(self._process(frame, ss, timings, inferred, prev))
+                )
+            while inflight:
+                await inflight[0]
+                inflight.pop(0)
         finally:
             self._detach()
-            if inflight is not None and not inflight.done():
-                inflight.cancel()
-                await asyncio.gather(inflight, return_exceptions=True)
+            pending = [t for t in inflight if not t.done()]
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _infer_all(self, ss: _SlotSet) -> list[ModelOutput | BaseException]:
         if not self.sequential:
@@ -183,12 +196,28 @@ class CameraPipeline:
             outputs.append(result)
         return outputs
 
-    async def _process(self, frame: Frame, ss: _SlotSet, timings: FrameTimings) -> None:
+    async def _process(
+        self,
+        frame: Frame,
+        ss: _SlotSet,
+        timings: FrameTimings,
+        inferred: asyncio.Event,
+        prev: asyncio.Task[None] | None,
+    ) -> None:
+        """Engines and decode for ``frame`` (then ``inferred`` is set), then, after ``prev``
+        (the camera's previous frame) has ended, its stages and sinks."""
         t_infer = time.perf_counter_ns()
-        results = await self._infer_all(ss)
+        try:
+            results = await self._infer_all(ss)
+        finally:
+            inferred.set()
         # The infer stage includes each engine's decode, which overlaps the other engines.
         timings.infer_wall_ms = (time.perf_counter_ns() - t_infer) * _ms
         outputs = self._outputs(results, timings)
+        if prev is not None:
+            # Stages (a tracker) and sinks see frames in order; a failure of prev is the run
+            # loop's to raise.
+            await asyncio.wait([prev])
         if self.stages:
             t = time.perf_counter_ns()
             result = run_stages(self.stages, FrameResult(self.camera, frame, outputs))

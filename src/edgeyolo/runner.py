@@ -1,8 +1,9 @@
 """One model's inference, shared by every camera that runs it: engine, lock, decode, failures.
 
 A runner is where inference is owned. Cameras call ``run`` with their filled input slots;
-the runner holds the engine's lock for the whole call (at most one engine call in flight),
-runs the engine and decodes its output under that lock, and counts failures. A model with
+the runner holds the engine's lock for the engine call (at most one in flight), decodes the
+output under that lock when the engine reuses its output buffer (after it otherwise, so the
+engine can take the next frame meanwhile), and counts failures. A model with
 ``max_batch`` > 1 gathers several cameras' calls into one batched engine call without the
 cameras noticing (``edgeyolo.batching``).
 """
@@ -145,29 +146,40 @@ class ModelRunner:
     ) -> ModelOutput:
         """Run the engine on the camera's filled slot for its input spec, and decode.
 
-        Decoding happens under the engine's lock: the raw output lives in a buffer the engine
-        reuses (pinned memory on TensorRT), which another camera's frame may overwrite as soon
-        as the lock is released. ``decode`` copies what it keeps. A failure is counted here
-        and re-raised for the caller to isolate. With ``max_batch`` > 1 the frame goes through
-        the batcher, which does the same for a batch of cameras' frames.
+        Decoding happens under the engine's lock when the raw output lives in a buffer the
+        engine reuses (pinned memory on TensorRT's CPU decode), which the next frame may
+        overwrite as soon as the lock is released; ``decode`` copies what it keeps. An output
+        the caller owns (``Engine.output_owned``) is decoded after the lock is released. A
+        failure is counted here and re-raised for the caller to isolate. With ``max_batch`` > 1
+        the frame goes through the batcher, which does the same for a batch of cameras' frames.
         """
         spec = self.input_spec
         if self.batcher is not None:
             return await self.batcher.submit(slots[spec], letterboxes[spec])
         t_wait = time.perf_counter_ns()
-        async with self.lock:
-            t0 = time.perf_counter_ns()
-            try:
+        owned = self.engine.output_owned
+        try:
+            async with self.lock:
+                t0 = time.perf_counter_ns()
                 raw = await self.engine.infer(slots[spec])
                 t1 = time.perf_counter_ns()
+                if not owned:
+                    dets = self.decode(raw, letterboxes[spec])
+            # An output the caller owns is decoded after the lock is released: the engine
+            # takes the next frame (another camera's, or this camera's next) meanwhile.
+            if owned:
                 dets = self.decode(raw, letterboxes[spec])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                self.failures += 1
-                self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
-                raise
-            t2 = time.perf_counter_ns()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.failures += 1
+            self.report(
+                BatchReport(
+                    self.name, 1, ((time.perf_counter_ns() - t_wait) * _ms,), 0.0, 0.0, True
+                )
+            )
+            raise
+        t2 = time.perf_counter_ns()
         infer_ms, decode_ms = (t1 - t0) * _ms, (t2 - t1) * _ms
         self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), infer_ms, decode_ms))
         return self.output(dets, infer_ms, decode_ms)

@@ -139,9 +139,16 @@ class Engine(Protocol):
         An engine that decodes on the device (TensorRT's GPU decode) returns the
         ``Candidates`` above its model's threshold instead; ``postprocess.decode`` takes both.
 
-        The array stays valid until the next ``infer`` on this engine; callers copy what
-        they keep. At most one ``infer`` per engine is in flight.
+        The array stays valid until the next ``infer`` on this engine (unless
+        ``output_owned``); callers copy what they keep. At most one ``infer`` per engine is in
+        flight.
         """
+        ...
+
+    @property
+    def output_owned(self) -> bool:
+        """True when what ``infer`` returns belongs to the caller (a fresh array or copy), so
+        it stays valid after the next ``infer`` and may be decoded outside the engine's lock."""
         ...
 
     def close(self) -> None: ...

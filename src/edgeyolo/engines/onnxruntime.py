@@ -184,6 +184,11 @@ class OnnxRuntimeEngine:
         out = self._session.run(self._out, {self._in: host})[0]
         return np.asarray(out, dtype=np.float32)
 
+    @property
+    def output_owned(self) -> bool:
+        """``InferenceSession.run`` returns new arrays on every call."""
+        return True
+
     async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.run_sync, slot.host)

@@ -403,6 +403,12 @@ class TensorRTEngine:
         """The GPU decode, when ``infer`` returns candidates instead of the raw output."""
         return self._decode
 
+    @property
+    def output_owned(self) -> bool:
+        """With the GPU decode ``infer`` returns candidates (or a copy): the caller's. Without
+        it, the raw output is the pinned buffer the next enqueue overwrites."""
+        return self._decode is not None
+
     def use_gpu_decode(self, decode: DeviceDecode | None) -> None:
         """Decode on the GPU from now on (``infer`` returns ``Candidates``); None: raw output."""
         if self._decode is not None:
