@@ -91,7 +91,11 @@ def test_unopenable_live_source_retries_and_stops(tmp_path):
     async def main() -> tuple[int, object]:
         src = CaptureSource(cfg)
         await src.start()
-        await asyncio.sleep(0.6)
+        # Each failed open takes a while (OpenCV may try several back-ends): wait for three.
+        for _ in range(200):
+            if src.stats.reconnects >= 3:
+                break
+            await asyncio.sleep(0.05)
         src.stop()
         result = await asyncio.wait_for(src.next(), 5)
         await src.close()
