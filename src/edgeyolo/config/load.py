@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeyolo.config.models import Config
+from edgeyolo.config.mqtt_checks import mqtt_problems
 from edgeyolo.config.names import id_warnings
 from edgeyolo.errors import ConfigError
 from edgeyolo.secrets import MASK, is_secret_key, scrub, secret_values, secrets_in_text
@@ -118,7 +119,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
 
 def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
-    """Problems with files the config points at (models, labels, video files)."""
+    """Problems with files the config points at (models, labels, video files, TLS files, the
+    JSON-lines path) and MQTT topics too long to publish."""
     issues = []
     for i, m in enumerate(cfg.models):
         if not m.path.is_file():
@@ -146,6 +148,7 @@ def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
                 for f in pipeline_files(c.source)
                 if "%" not in f and not Path(f).exists()
             ]
+    issues += [ConfigIssue(loc=k, value=v or None, message=m) for k, v, m in mqtt_problems(cfg)]
     jsonl = cfg.sinks.jsonl
     if jsonl.enabled and jsonl.path != "-":
         problem = unwritable(Path(jsonl.path))

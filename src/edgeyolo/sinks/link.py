@@ -22,7 +22,7 @@ import logging
 import random
 import ssl
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import structlog
@@ -35,12 +35,16 @@ if TYPE_CHECKING:
 
     from edgeyolo.config.mqtt import MqttConfig
     from edgeyolo.sinks.embedded_broker import EmbeddedBroker
-    from edgeyolo.sinks.outbox import Message, Outbox
+    from edgeyolo.sinks.outbox import Message, Outbox, OutboxKey
 
 MqttError = aiomqtt.MqttError
 """What a failed broker operation raises (re-exported: only this module imports aiomqtt)."""
 
 _BATCH = 64  # messages in flight at once: pipelines QoS 1 round trips on slow links
+# A connection that ends this soon after it opened, this many times in a row: the broker is
+# closing it on purpose, almost always for another client with the same client id.
+_SHORT_SESSION_S = 5.0
+_KICKED_AFTER = 3
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext:
@@ -151,7 +155,11 @@ class Link:
         """Messages the broker took (outbox messages and the farewell)."""
         self.down_since: float | None = time.monotonic()
         """``time.monotonic()`` since when there is no connection; None while connected."""
+        self.refused = 0
+        """Messages the client refused (a topic too long, say): dropped, not retried."""
         self._ever_connected = False
+        self._short_sessions = 0
+        self._kick_logged = False
 
     @property
     def url(self) -> str:
@@ -167,14 +175,25 @@ class Link:
     async def run(self) -> None:
         """Connect, publish, reconnect on errors; return after :meth:`close` (never raises for
         a broker that is away: an unreachable broker is retried, never fatal)."""
+        loop = asyncio.get_running_loop()
+        previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
+        try:
+            await self._connect_loop()
+        finally:
+            loop.set_exception_handler(previous_handler)
+
+    async def _connect_loop(self) -> None:
         attempt = 0
         while not self._closing.is_set():
             attempt += 1
             # A fresh client per attempt: aiomqtt 2.x does not reconnect in place, and a new
             # paho client carries no half-sent state from the lost connection.
             c = client(self.config, embedded=self._embedded, tls=self._tls, will=self._will)
+            opened = None
             try:
                 async with c:
+                    opened = time.monotonic()
                     self._up()
                     self._log.info(
                         "mqtt connected",
@@ -183,7 +202,6 @@ class Link:
                         reconnects=self.reconnects,
                         outbox=len(self._outbox),
                     )
-                    attempt = 0
                     await self._session(c)
                     return
             except asyncio.CancelledError:
@@ -195,14 +213,15 @@ class Link:
                     return
                 if lost:
                     self._log.warning("mqtt connection lost", error=describe(exc))
-                    attempt = max(attempt, 1)
+                    # Back off again only when the broker keeps closing it at once.
+                    attempt = self._after_lost(opened, attempt)
                 delay = self.backoff(attempt)
                 self._log.error(
                     "mqtt connect failed" if not lost else "mqtt reconnecting",
                     url=self.url,
                     attempt=attempt,
                     error=describe(exc),
-                    hint=hint(exc),
+                    hint=hint(exc, lost=lost, tls=self._tls is not None),
                     retry_in_s=round(delay, 2),
                     outbox=len(self._outbox),
                 )
@@ -210,6 +229,39 @@ class Link:
                     await asyncio.wait_for(self._closing.wait(), delay)
             finally:
                 self._down()
+
+    def _after_lost(self, opened: float | None, attempt: int) -> int:
+        """Count short sessions; the attempt number the next backoff uses."""
+        if opened is None or time.monotonic() - opened >= _SHORT_SESSION_S:
+            self._short_sessions = 0
+            return 1
+        self._short_sessions += 1
+        if self._short_sessions >= _KICKED_AFTER and not self._kick_logged:
+            self._kick_logged = True
+            self._log.error(
+                "mqtt: the broker keeps closing the connection right after it opens; another "
+                "client is using the same client id (two edgeyolo services with the same "
+                "device id?)",
+                client_id=self.config.resolved_client_id(),
+                device_id=self.config.resolved_device_id(),
+                short_sessions=self._short_sessions,
+                fix="give each service its own sinks.mqtt.device_id (or client_id)",
+            )
+        return attempt + 1
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # aiomqtt schedules add_reader/add_writer for its socket with call_soon_threadsafe;
+        # when the connection died meanwhile (a paused process resumed, say) the call hits a
+        # closed descriptor and asyncio would print a traceback. The link reconnects anyway.
+        handle = repr(context.get("handle", ""))
+        if isinstance(context.get("exception"), (KeyError, OSError, ValueError)) and any(
+            f"{verb}_{kind}" in handle
+            for verb in ("add", "remove")
+            for kind in ("reader", "writer")
+        ):
+            self._log.debug("mqtt: socket callback after the socket closed", handle=handle)
+            return
+        loop.default_exception_handler(context)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before connect attempt ``attempt`` (1, 2, ...) is retried."""
@@ -233,7 +285,10 @@ class Link:
     async def _session(self, c: aiomqtt.Client) -> None:
         """One connection: greet, then publish the outbox until closing or an error."""
         for msg in self._greeting():
-            await c.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            try:
+                await c.publish(msg.topic, msg.payload, qos=msg.qos, retain=msg.retain)
+            except (ValueError, TypeError) as exc:  # refused by the client: see _refuse
+                self._refused(msg, exc)
         for topic in self._subscriptions:
             await c.subscribe(topic, qos=1)
         self._on_connect()
@@ -271,13 +326,32 @@ class Link:
             )
             error: BaseException | None = None
             for (key, msg), result in zip(batch, results, strict=True):
-                if isinstance(result, BaseException):
+                if isinstance(result, (ValueError, TypeError)):
+                    self._refuse(key, msg, result)
+                elif isinstance(result, BaseException):
                     error = error or result
                 else:
                     self._outbox.ack(key, msg)
                     self.published += 1
             if error is not None:
                 raise error
+
+    def _refuse(self, key: OutboxKey, msg: Message, exc: BaseException) -> None:
+        # The client will never send this one (paho checks topics before sending): retrying
+        # it would block everything queued behind it. Dropped, counted, logged.
+        self._outbox.ack(key, msg)
+        self._outbox.dropped += 1
+        self._refused(msg, exc)
+
+    def _refused(self, msg: Message, exc: BaseException) -> None:
+        self.refused += 1
+        self._log.error(
+            "mqtt message refused by the client; dropped",
+            topic=msg.topic[:120] + ("..." if len(msg.topic) > 120 else ""),
+            topic_bytes=len(msg.topic.encode()),
+            error=describe(exc),
+            refused_total=self.refused,
+        )
 
 
 async def clear_retained(
@@ -343,15 +417,36 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def hint(exc: BaseException) -> str | None:
-    """What to check for a broker error, when the message says enough to tell."""
-    text = str(exc).lower()
-    if "authori" in text or "password" in text or "bad user" in text:
-        return (
-            "the broker refused the credentials: check sinks.mqtt.username/password or --mqtt-url"
-        )
-    if "refused" in text or "unreachable" in text or "timed out" in text or "name" in text:
-        return "is the broker running and reachable at this host and port?"
-    if "certificate" in text or "ssl" in text or "tls" in text:
-        return "TLS failed: check sinks.mqtt.tls (ca, cert, key) and the broker's certificate"
-    return None
+_CREDENTIALS = (
+    "the broker refused the credentials: check sinks.mqtt.username/password or --mqtt-url"
+)
+_TLS_FILES = "TLS failed: check sinks.mqtt.tls (ca, cert, key) and the broker's certificate"
+_NOT_TLS = (
+    "the broker may not speak TLS on this port: mqtts:// needs a TLS listener (usually 8883); "
+    "for plain MQTT use mqtt:// (usually 1883)"
+)
+_LOST = (
+    "the connection was lost (network, a broker restart, or this process was paused); reconnecting"
+)
+_UNREACHABLE = "is the broker running and reachable at this host and port?"
+
+
+def hint(exc: BaseException, *, lost: bool = False, tls: bool = False) -> str | None:
+    """What to check for a broker error, when the message says enough to tell.
+
+    ``lost``: the connection was up and went away (the broker was there: no "is it
+    running?"); ``tls``: the url is mqtts://.
+    """
+    text = f"{type(exc).__name__} {exc}".lower()
+    rules: list[tuple[bool, str]] = [
+        (any(s in text for s in ("authori", "password", "bad user")), _CREDENTIALS),
+        ("certificate" in text or "verify" in text, _TLS_FILES),
+        (
+            tls and any(s in text for s in ("reset by peer", "wrong version", "eof", "record")),
+            _NOT_TLS,
+        ),
+        (lost, _LOST),
+        (any(s in text for s in ("refused", "unreachable", "timed out", "name")), _UNREACHABLE),
+        ("ssl" in text or "tls" in text, _TLS_FILES),
+    ]
+    return next((why for matched, why in rules if matched), None)

@@ -122,7 +122,10 @@ class MqttSink:
             embedded=self._embedded,
             will=Message(availability, OFFLINE, 1, True),
             greeting=self._greeting,
-            subscriptions={status: self._on_ha_status} if config.discovery.enabled else {},
+            subscriptions={
+                availability: self._on_own_availability,
+                **({status: self._on_ha_status} if config.discovery.enabled else {}),
+            },
             on_connect=self._requeue_state,
             farewell=Message(availability, OFFLINE, 1, True),
         )
@@ -235,6 +238,15 @@ class MqttSink:
         if self.config.discovery.enabled:
             msgs.extend(self.discovery_messages())
         return msgs
+
+    def _on_own_availability(self, payload: bytes, retained: bool) -> None:
+        # 'offline' while this service is connected is a last will that lost the race: the
+        # broker dropping a connection of ours it still held (after a reconnect took its
+        # client id over, or one that went stale) publishes it after our 'online'.
+        del retained
+        if payload == OFFLINE and not self._closing.is_set():
+            self._log.warning("mqtt: a stale 'offline' of this service appeared; re-sending online")
+            self._outbox.put(Message(self._topics.availability, ONLINE, 1, True, state=True))
 
     def _on_ha_status(self, payload: bytes, retained: bool) -> None:
         # A retained 'online' arrives on every subscribe; discovery was just sent then.
