@@ -75,12 +75,15 @@ def test_config_defaults_and_validation_messages(tmp_path):
 
 def test_config_in_a_config_file(tmp_path):
     """sinks.mqtt in a config file is parsed, and its errors name the full key."""
+    from mosquitto import TlsFiles
+
     model = tmp_path / "m.onnx"
     model.write_bytes(b"")
+    ca = TlsFiles.make(tmp_path / "tls").ca  # a real CA: check-config loads TLS files
     raw = {
         "cameras": [{"name": "c", "source": 0}],
         "models": [{"name": "m", "path": str(model), "task": "detect"}],
-        "sinks": {"mqtt": {"url": "mqtts://broker:8883", "tls": {"ca": str(model)}}},
+        "sinks": {"mqtt": {"url": "mqtts://broker:8883", "tls": {"ca": str(ca)}}},
     }
     cfg = parse_config(raw, tmp_path / "c.yaml")
     assert cfg.sinks.mqtt is not None
