@@ -85,8 +85,13 @@ def update(mean: F64, cov: F64, z: F64) -> tuple[F64, F64]:
     s = pp + (_STD_MEAS**2) * _scale(mean[:, 3:4]) ** 2  # innovation variance
     kp, kv = pp / s, pv / s  # gains of position and velocity
     innov = z - mean[:, :4]
-    new_mean = np.concatenate((mean[:, :4] + kp * innov, mean[:, 4:] + kv * innov), axis=1)
-    new_cov = np.stack((pp - kp * pp, pv - kp * pv, vv - kv * pv), axis=1)
+    new_mean = np.empty_like(mean)
+    new_mean[:, :4] = mean[:, :4] + kp * innov
+    new_mean[:, 4:] = mean[:, 4:] + kv * innov
+    new_cov = np.empty_like(cov)
+    new_cov[:, PP] = pp - kp * pp
+    new_cov[:, PV] = pv - kp * pv
+    new_cov[:, VV] = vv - kv * pv
     return new_mean, new_cov
 
 
