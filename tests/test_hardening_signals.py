@@ -156,3 +156,44 @@ def test_reload_whose_models_fail_keeps_the_running_config(tmp_path: Path):
     assert "ONNX Runtime cannot load this model" in rejected[1]["error"]
     assert "not UTF-8 text: byte 0xfc" in rejected[2]["error"]
     assert not _events(logs, "config reload accepted; restarting")
+
+
+def test_stop_does_not_wait_for_a_camera_stuck_in_open(tmp_path: Path):
+    """A network camera that accepts the connection and never answers keeps OpenCV's open
+    blocked for 10 s; SIGTERM still ends the service within the stop timeout, exit 0."""
+    import socket
+
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)  # connections queue in the kernel; nothing ever answers them
+        port = hole.getsockname()[1]
+        data = {
+            "backend": "onnxruntime",
+            "cameras": [{"name": "gate", "source": f"http://127.0.0.1:{port}/video.mjpg"}],
+            "models": [{"name": "d", "path": str(DET_INT8), "task": "detect"}],
+            "pipeline": {"stop_timeout_s": 2},
+            "sinks": {"jsonl": {"enabled": False}},
+        }
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(data))
+        log = tmp_path / "run.log"
+        with log.open("wb") as err:
+            proc = subprocess.Popen(
+                edgeyolo_cmd("run", "-c", str(path), "--log-format", "json"), stderr=err, cwd=REPO
+            )
+        try:
+            deadline = time.monotonic() + 60
+            while '"running"' not in log.read_text():
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            time.sleep(1.0)  # the capture thread is inside OpenCV's open now
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+            took = time.monotonic() - t0
+        finally:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    assert took < 2 + 2.5, took  # the stop timeout, plus the interpreter's exit
+    assert "capture thread did not stop in time" in log.read_text()

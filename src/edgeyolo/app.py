@@ -163,6 +163,7 @@ class Service:
         self._started = time.monotonic()
         self.reload: Config | None = None
         self._stop = asyncio.Event()
+        self._stopped_at: float | None = None
         self._reloader = Reloader(
             options.config_path,
             options.overrides,
@@ -177,6 +178,7 @@ class Service:
         if self._stop.is_set():
             return
         _log.info("stopping", reason=reason, timeout_s=self.config.pipeline.stop_timeout_s)
+        self._stopped_at = time.monotonic()
         self.notifier.stopping(f"stopping: {reason}")
         self._stop.set()
         for s in self.sources:
@@ -264,7 +266,7 @@ class Service:
             for p in self.pipelines:
                 stack.callback(p.close)
             for src in self.sources:
-                stack.push_async_callback(src.close)
+                stack.push_async_callback(self._close_source, src)
             self.metrics.declare([p.camera for p in self.pipelines], [r.name for r in self.runners])
             for p in self.pipelines:
                 self.metrics.watch_source(p.camera, p.source.stats)
@@ -433,6 +435,12 @@ class Service:
             for sink in self.sinks:
                 with contextlib.suppress(Exception):
                     await sink.emit(stats)
+
+    async def _close_source(self, source: CaptureSource) -> None:
+        # A capture thread stuck in a native call (OpenCV opening a network camera) is left
+        # behind (a daemon thread) once the stop timeout, counted from the stop, is used up.
+        spent = time.monotonic() - (self._stopped_at or time.monotonic())
+        await source.close(timeout=max(0.1, self.config.pipeline.stop_timeout_s - spent))
 
     async def _close_sink(self, sink: Sink) -> None:
         try:

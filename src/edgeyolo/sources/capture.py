@@ -21,6 +21,7 @@ line per attempt, naming the wait that follows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -158,15 +159,19 @@ class CaptureSource:
                 self._pending = None
                 self._taken.set()
                 return frame
-            if self._ended:
+            if self._ended or self._stop.is_set():
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
 
     def stop(self) -> None:
-        """Ask the capture thread to finish; ``next()`` then returns None."""
+        """Ask the capture thread to finish; ``next()`` returns None at once (a thread stuck
+        in OpenCV's open of a network camera is not waited for)."""
         self._stop.set()
         self._taken.set()
+        if self._aloop is not None and self._wakeup is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                self._aloop.call_soon_threadsafe(self._wakeup.set)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop and join the capture thread."""
