@@ -17,7 +17,7 @@ from edgeyolo.events import LineEvent, TrackEvent, ZoneEvent
 from edgeyolo.sinks.derive import posture
 from edgeyolo.tracking.lifecycle import PostureFilter, TrackRecord
 from edgeyolo.tracking.tracker import ByteTracker, Track, TrackState
-from edgeyolo.tracking.zones import Line, LineCounter, Zone, ZoneTracker, anchors
+from edgeyolo.tracking.zones import Line, LineCounter, Zone, ZoneTracker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -69,18 +69,13 @@ class ObjectTracker:
             min_hits=config.min_hits,
             max_lost_s=config.max_lost_s,
         )
-        nz, nl = len(self._zone_cfg), len(self._line_cfg)
-        self.tracker.add_column("zone_in", (nz,), np.bool_, False)
-        self.tracker.add_column("zone_streak", (nz,), np.int32, 0)
-        self.tracker.add_column("line_side", (nl,), np.int8, 0)
-        self.tracker.add_column("line_streak", (nl,), np.int32, 0)
         self.zones: ZoneTracker | None = None
         self.lines: LineCounter | None = None
         self.records: dict[int, TrackRecord] = {}
         # Objects of each label in each zone, after debounce: (zone, label) -> count.
         self.occupancy: dict[tuple[str, str], int] = {}
-        self._zone_ok: npt.NDArray[np.bool_] | None = None  # class id x zone
-        self._line_ok: npt.NDArray[np.bool_] | None = None
+        self._zone_ok: list[list[bool]] = []  # class id -> zone -> counts it
+        self._line_ok: list[list[bool]] = []
         self._log = structlog.get_logger("edgeyolo.tracking").bind(camera=camera, model=model)
 
     def label(self, class_id: int) -> str:
@@ -115,12 +110,11 @@ class ObjectTracker:
                 point=[round(float(x), 1), round(float(y), 1)],
             )
 
-    def _ok(
-        self, table: npt.NDArray[np.bool_] | None, classes: npt.NDArray[np.intp]
-    ) -> npt.NDArray[np.bool_]:
-        assert table is not None
+    @staticmethod
+    def _ok(table: list[list[bool]], classes: list[int]) -> list[list[bool]]:
         # Class ids beyond the labels (a model with more classes than names) use the last row.
-        return table[np.minimum(classes, len(table) - 1)]
+        last = len(table) - 1
+        return [table[min(c, last)] for c in classes]
 
     def step(
         self, dets: Detections, timestamp: float, seq: int, width: int, height: int
@@ -139,24 +133,31 @@ class ObjectTracker:
         tracks = tr.tracks
         # Confirmed tracks seen in this frame: the only ones whose state moves.
         rows = [i for i, t in enumerate(tracks) if t.det >= 0 and t.state == TrackState.CONFIRMED]
+        boxes = dets.boxes.tolist() if rows else []
         if rows and (self.zones.zones or self.lines.lines):
-            det_rows = np.array([tracks[i].det for i in rows], np.intp)
-            points = anchors(dets.boxes[det_rows])
-            classes = np.array([tracks[i].class_id for i in rows], np.intp)
-            c = tr.columns
-            ok = self._ok(self._zone_ok, classes)
-            for i, j, inside in self.zones.step(c["zone_in"], c["zone_streak"], rows, points, ok):
-                rec = self.records[tracks[i].track_id]
-                events.append(self._zone(rec, self.zones.zones[j].name, inside, timestamp, seq))
-            ok = self._ok(self._line_ok, classes)
-            for i, j, d in self.lines.step(c["line_side"], c["line_streak"], rows, points, ok):
-                events.append(self._line(tracks[i], j, d, timestamp, seq))
-        if rows:
-            boxes = dets.boxes.tolist()
-            for i in rows:
-                rec = self._observe(tracks[i], boxes, dets, timestamp)
-                if self._due(rec, timestamp):
-                    events.append(self._lifecycle("update", rec, timestamp, seq))
+            seen = [tracks[i] for i in rows]
+            # An object's position: the bottom-centre of its box, its feet.
+            points = np.array(
+                [((boxes[t.det][0] + boxes[t.det][2]) / 2, boxes[t.det][3]) for t in seen]
+            )
+            classes = [t.class_id for t in seen]
+            zs = self.zones
+            states = [
+                t.data.get("zones") or t.data.setdefault("zones", zs.new_state()) for t in seen
+            ]
+            for a, j, inside in zs.step(states, points, self._ok(self._zone_ok, classes)):
+                rec = self.records[seen[a].track_id]
+                events.append(self._zone(rec, zs.zones[j].name, inside, timestamp, seq))
+            ls = self.lines
+            states = [
+                t.data.get("lines") or t.data.setdefault("lines", ls.new_state()) for t in seen
+            ]
+            for a, j, d in ls.step(states, points, self._ok(self._line_ok, classes)):
+                events.append(self._line(seen[a], j, d, timestamp, seq))
+        for i in rows:
+            rec = self._observe(tracks[i], boxes, dets, timestamp)
+            if self._due(rec, timestamp):
+                events.append(self._lifecycle("update", rec, timestamp, seq))
         for t in up.removed:
             events.extend(self._end(t, timestamp, seq))
         return up.det_track_ids, events

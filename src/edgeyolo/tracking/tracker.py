@@ -16,15 +16,17 @@ Detection Box", 2022; written here from the paper, not from its code):
    ``max_lost_s`` is removed. Remaining high-score detections start tentative tracks, which
    are confirmed after ``min_hits`` consecutive hits and only then get a ``track_id``.
 
-Matching is per class (a person never continues a car's track). All per-track numbers live in
-stacked arrays (``columns``) so that a frame costs a fixed handful of numpy calls; the stage
-adds its own columns (zone and line state) that are kept and compacted with the tracks.
+Matching is per class (a person never continues a car's track). The Kalman states of all
+tracks live in stacked arrays, so that predicting and correcting them costs a fixed handful of
+numpy calls per frame; what the stage keeps per track (zone and line state) rides on the
+``Track`` (``data``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -56,6 +58,7 @@ class Track:
     state: TrackState = TrackState.TENTATIVE
     hits: int = 1
     det: int = -1  # row of this frame's detections, -1 when not seen in this frame
+    data: dict[str, Any] = field(default_factory=dict)  # the stage's per-track state
 
 
 @dataclass(slots=True)
@@ -136,17 +139,8 @@ class ByteTracker:
         self.tracks: list[Track] = []
         self.mean: F64 = np.zeros((0, 8))
         self.cov: F64 = np.zeros((0, 3, 4))  # Kalman covariance blocks (kalman.py)
-        self.columns: dict[str, npt.NDArray[np.generic]] = {}
-        self._fill: dict[str, object] = {}
         self._next_id = 1
         self._t: float | None = None
-
-    def add_column(
-        self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike, fill: object
-    ) -> None:
-        """Keep a per-track array ``name`` (``n x *shape``), new rows set to ``fill``."""
-        self.columns[name] = np.full((len(self.tracks), *shape), fill, dtype=dtype)
-        self._fill[name] = fill
 
     def boxes(self) -> F64:
         """Every track's current (predicted or corrected) box, ``n x 4`` xyxy."""
@@ -257,8 +251,6 @@ class ByteTracker:
     def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
         self.tracks = [t for t, k in zip(self.tracks, keep.tolist(), strict=True) if k]
         self.mean, self.cov = self.mean[keep], self.cov[keep]
-        for name, col in self.columns.items():
-            self.columns[name] = col[keep]
 
     def _start(
         self,
@@ -272,9 +264,6 @@ class ByteTracker:
         mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(boxes[rows]))
         self.mean = np.concatenate((self.mean, mean))
         self.cov = np.concatenate((self.cov, cov))
-        for name, col in self.columns.items():
-            extra = np.full((len(rows), *col.shape[1:]), self._fill[name], dtype=col.dtype)
-            self.columns[name] = np.concatenate((col, extra))
         for di in rows.tolist():
             s = float(scores[di])
             tr = Track(int(classes[di]), timestamp, timestamp, s, det=di)

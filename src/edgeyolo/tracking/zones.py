@@ -46,12 +46,6 @@ class Line:
     margin: float = 8.0
 
 
-def anchors(boxes: npt.NDArray[np.floating]) -> F64:
-    """Bottom-centre points of ``n x 4`` xyxy boxes (``n x 2``)."""
-    b = boxes.astype(np.float64, copy=False)
-    return np.stack(((b[:, 0] + b[:, 2]) / 2, b[:, 3]), axis=1)
-
-
 def in_polygon(points: F64, polygon: F64) -> Bools:
     """Even-odd rule: which of ``n x 2`` points lie inside the ``k x 2`` polygon."""
     return Polygons([polygon]).contains(points)[:, 0]
@@ -85,106 +79,92 @@ class Polygons:
 
 
 class ZoneTracker:
-    """Debounced zone membership of every track, kept in the tracker's columns.
+    """Debounced zone membership of tracks.
 
-    ``in_zone`` (``n x Z`` bool) is the debounced state; ``streak`` counts the consecutive
-    frames the raw state disagreed with it.
+    Per track (``state``, one per track, made by ``new_state``): the debounced membership of
+    every zone and the consecutive frames the raw membership disagreed with it.
     """
 
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
-        self.min_frames = np.array([z.min_frames for z in zones], np.int32)
+        self.min_frames = [z.min_frames for z in zones]
         self.polygons = Polygons([z.polygon for z in zones])
 
-    def applies(self, labels: list[str]) -> Bools:
-        """``n x Z``: which zones count which track (by label)."""
-        out = np.ones((len(labels), len(self.zones)), bool)
-        for j, z in enumerate(self.zones):
-            if z.labels is not None:
-                out[:, j] = [lb in z.labels for lb in labels]
-        return out
+    def new_state(self) -> list[list[Any]]:
+        """A track's state before its first frame: in no zone."""
+        n = len(self.zones)
+        return [[False] * n, [0] * n]
+
+    def applies(self, labels: list[str]) -> list[list[bool]]:
+        """Per label, per zone: does the zone count objects of that label."""
+        return [[z.labels is None or lb in z.labels for z in self.zones] for lb in labels]
 
     def step(
-        self,
-        in_zone: npt.NDArray[Any],
-        streak: npt.NDArray[Any],
-        rows: list[int],
-        points: F64,
-        ok: Bools,
+        self, states: list[list[list[Any]]], points: F64, ok: list[list[bool]]
     ) -> list[tuple[int, int, bool]]:
-        """Update ``in_zone``/``streak`` of the tracks ``rows`` (seen in this frame; ``points``
-        and ``ok`` are theirs, ``ok`` from ``applies``) in place; returns the flips as
-        (track row, zone, now inside)."""
-        if not self.zones or not rows:
+        """Update the ``states`` of tracks seen in this frame (their ``points`` and ``ok``
+        rows from ``applies``) in place; returns the flips as (index, zone, now inside)."""
+        if not self.zones or not states:
             return []
-        raw = (self.polygons.contains(points) & ok).tolist()
+        raw = self.polygons.contains(points).tolist()
         # A few tracks x a few zones: a Python loop is cheaper than a dozen numpy calls.
-        cur, run = in_zone[rows].tolist(), streak[rows].tolist()
-        need = self.min_frames.tolist()
+        need = self.min_frames
         flips = []
-        for a, row in enumerate(rows):
-            r, c, s = raw[a], cur[a], run[a]
-            for j, inside in enumerate(r):
-                if inside == c[j]:
-                    s[j] = 0
+        for a, (inside_now, run) in enumerate(states):
+            counts = ok[a]
+            for j, inside in enumerate(raw[a]):
+                inside = inside and counts[j]  # noqa: PLW2901 - a zone that ignores the label
+                if inside == inside_now[j]:
+                    run[j] = 0
                     continue
-                s[j] += 1
-                if s[j] >= need[j]:
-                    c[j], s[j] = inside, 0
-                    flips.append((row, j, inside))
-        in_zone[rows] = cur
-        streak[rows] = run
+                run[j] += 1
+                if run[j] >= need[j]:
+                    inside_now[j], run[j] = inside, 0
+                    flips.append((a, j, inside))
         return flips
 
 
 class LineCounter:
-    """Crossings of every track over every line, kept in the tracker's columns.
+    """Crossings of tracks over lines, with totals per line.
 
-    ``side`` (``n x L`` int8): the last side held (+1 right, -1 left, 0 not known yet);
-    ``streak``: consecutive frames seen on the other side.
+    Per track (``new_state``): the side of every line it was last on (+1 right, -1 left,
+    0 not known yet) and the consecutive frames it has been seen on the other side.
     """
 
     def __init__(self, lines: list[Line]) -> None:
         self.lines = lines
         self.a = np.array([ln.a for ln in lines], np.float64).reshape(-1, 2)
-        d = np.array([ln.b for ln in lines], np.float64).reshape(-1, 2) - self.a
-        self.d = d
-        self.length = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
-        self.margin = np.array([ln.margin for ln in lines], np.float64)
-        self.min_frames = np.array([ln.min_frames for ln in lines], np.int32)
+        self.d = np.array([ln.b for ln in lines], np.float64).reshape(-1, 2) - self.a
+        self.length = np.maximum(np.hypot(self.d[:, 0], self.d[:, 1]), 1e-9)
+        self.margin = [ln.margin for ln in lines]
+        self.min_frames = [ln.min_frames for ln in lines]
         self.counts = [[0, 0] for _ in lines]  # per line: in, out
 
-    def applies(self, labels: list[str]) -> Bools:
-        """``n x L``: which lines count which track (by label)."""
-        out = np.ones((len(labels), len(self.lines)), bool)
-        for j, ln in enumerate(self.lines):
-            if ln.labels is not None:
-                out[:, j] = [lb in ln.labels for lb in labels]
-        return out
+    def new_state(self) -> list[list[int]]:
+        """A track's state before its first frame: no side known."""
+        n = len(self.lines)
+        return [[0] * n, [0] * n]
+
+    def applies(self, labels: list[str]) -> list[list[bool]]:
+        """Per label, per line: does the line count objects of that label."""
+        return [[ln.labels is None or lb in ln.labels for ln in self.lines] for lb in labels]
 
     def step(
-        self,
-        side: npt.NDArray[Any],
-        streak: npt.NDArray[Any],
-        rows: list[int],
-        points: F64,
-        ok: Bools,
+        self, states: list[list[list[int]]], points: F64, ok: list[list[bool]]
     ) -> list[tuple[int, int, int]]:
-        """Update ``side``/``streak`` of the tracks ``rows`` in place; returns the crossings as
-        (track row, line, +1 in / -1 out)."""
-        if not self.lines or not rows:
+        """Update the ``states`` of tracks seen in this frame in place; returns the crossings
+        as (index, line, +1 in / -1 out)."""
+        if not self.lines or not states:
             return []
         rel = points[:, None, :] - self.a[None, :, :]  # k x L x 2
         cross = ((self.d[:, 0] * rel[..., 1] - self.d[:, 1] * rel[..., 0]) / self.length).tolist()
         along = (
             (rel[..., 0] * self.d[:, 0] + rel[..., 1] * self.d[:, 1]) / self.length**2
         ).tolist()
-        applies = ok.tolist()
-        sides, run = side[rows].tolist(), streak[rows].tolist()
-        margin, need = self.margin.tolist(), self.min_frames.tolist()
+        applies = ok
+        margin, need = self.margin, self.min_frames
         out = []
-        for a, row in enumerate(rows):
-            sd, st = sides[a], run[a]
+        for a, (sd, st) in enumerate(states):
             for j in range(len(self.lines)):
                 if not applies[a][j]:
                     continue
@@ -204,7 +184,5 @@ class LineCounter:
                     if st[j] >= need[j]:
                         sd[j], st[j] = raw, 0
                         self.counts[j][0 if raw > 0 else 1] += 1
-                        out.append((row, j, raw))
-        side[rows] = sides
-        streak[rows] = run
+                        out.append((a, j, raw))
         return out
