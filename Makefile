@@ -87,7 +87,8 @@ PY310 ?= $(firstword $(wildcard $(shell pyenv root 2>/dev/null)/versions/3.10*/b
 PY310_VENV ?= .cache/py310
 PY310_TESTS ?= tests/test_config.py tests/test_hardening_config.py tests/test_service.py \
   tests/test_mqtt_units.py tests/test_mqtt_sink.py tests/test_mqtt_service.py \
-  tests/test_ha_discovery.py tests/test_postprocess.py tests/test_engine_onnxruntime.py
+  tests/test_ha_discovery.py tests/test_hardening_mqtt.py tests/test_postprocess.py \
+  tests/test_engine_onnxruntime.py
 
 .PHONY: test-py310
 test-py310: system-deps
