@@ -26,7 +26,8 @@ PASSWORD = 918273645  # YAML reads it as a number
 CAMERA_PASSWORD = "Sup3rS3cretCam"  # noqa: S105
 TOKEN = "T0kenV4lue77"  # noqa: S105
 TYPO_SECRET = "Pasw0rdTypo!"  # noqa: S105
-SECRETS = [str(PASSWORD), CAMERA_PASSWORD, TOKEN, TYPO_SECRET]
+HTTP_TOKEN = "HttpT0kenXyz"  # noqa: S105
+SECRETS = [str(PASSWORD), CAMERA_PASSWORD, TOKEN, TYPO_SECRET, HTTP_TOKEN]
 
 
 def _config(broker: Mosquitto, level: str, pfx: str) -> dict[str, Any]:
@@ -45,6 +46,7 @@ def _config(broker: Mosquitto, level: str, pfx: str) -> dict[str, Any]:
             {"name": "det", "path": str(MODELS / "edgeyolo-demo-det-int8.onnx"), "task": "detect"}
         ],
         "logging": {"level": level, "format": "json", "frame_sample": 1, "summary_interval_s": 1},
+        "http": {"enabled": True, "host": "127.0.0.1", "port": free_port(), "token": HTTP_TOKEN},
         "sinks": {
             "mqtt": {
                 "url": broker.url,
