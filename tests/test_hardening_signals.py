@@ -197,3 +197,35 @@ def test_stop_does_not_wait_for_a_camera_stuck_in_open(tmp_path: Path):
     assert proc.returncode == 0, log.read_text()[-2000:]
     assert took < 2 + 2.5, took  # the stop timeout, plus the interpreter's exit
     assert "capture thread did not stop in time" in log.read_text()
+
+
+def test_reload_that_fails_to_start_goes_back_to_the_old_config(tmp_path: Path):
+    """A config that passes every check but whose engine cannot open on this backend (a
+    TensorRT .engine with onnxruntime) fails at its start: the old config runs again."""
+    port = free_port()
+    path = _config(tmp_path / "c.yaml", [{"name": "old", "path": str(DET_INT8), "task": "detect"}])
+    svc = Service(path, "--http", f"127.0.0.1:{port}")
+    svc.wait_events(2, "old")
+    engine = tmp_path / "det.engine"
+    engine.write_bytes(b"\0" * 64)
+    _config(path, [{"name": "new", "path": str(engine), "task": "detect"}])
+    svc.proc.send_signal(signal.SIGHUP)
+    time.sleep(2.0)
+    svc.wait_events(3, "old")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    assert 'edgeyolo_config_reloads_total{result="accepted"} 1.0' in metrics
+    assert 'edgeyolo_config_reloads_total{result="failed"} 1.0' in metrics
+    rc, logs = svc.stop()
+    assert rc == 0
+    failed = _events(logs, "reloaded config failed to start; going back to the previous config")
+    assert len(failed) == 1
+    assert "det.engine is a TensorRT engine" in failed[0]["error"]
+    assert "new" not in svc.models
