@@ -95,10 +95,10 @@ test-py310: system-deps
 	@if [ -z "$(PY310)" ]; then \
 	  echo "test-py310: SKIPPED, no Python 3.10 here (pyenv versions, python3.10 on PATH)"; exit 0; fi; \
 	set -e; \
-	if [ ! -f $(PY310_VENV)/.installed ] || [ pyproject.toml -nt $(PY310_VENV)/.installed ]; then \
+	if [ ! -f $(PY310_VENV)/.installed ] || [ pyproject.toml -nt $(PY310_VENV)/.installed ] || [ Makefile -nt $(PY310_VENV)/.installed ]; then \
 	  echo "+ $(PY310) -m venv $(PY310_VENV) (first run only)"; \
 	  $(PY310) -m venv $(PY310_VENV); \
-	  $(PY310_VENV)/bin/python -m pip install -q -e '.[test]'; \
+	  $(PY310_VENV)/bin/python -m pip install -q -e '.[opencv,test]'; \
 	  touch $(PY310_VENV)/.installed; fi; \
 	echo "+ $$($(PY310_VENV)/bin/python --version): $(PY310_TESTS)"; \
 	$(PY310_VENV)/bin/python -m pytest -q -p no:cacheprovider $(PY310_TESTS)
