@@ -165,8 +165,8 @@ def test_service_passes_configuration_url_from_the_http_section():
     """The app builds the sink with the HTTP url when http listens on all interfaces."""
     import socket
 
-    from edgeyolo.app import mqtt_sink
     from edgeyolo.config import parse_config
+    from edgeyolo.sinks.setup import mqtt_sink
 
     raw = {
         "cameras": [{"name": "demo", "source": str(DEMO_VIDEO)}],

@@ -3,6 +3,11 @@
 Resources are created here and passed in (no globals) and released in reverse order:
 sinks are started before the first frame and closed after the last (so a final state and
 "offline" go out), engines and the backend are closed last.
+
+About 440 lines, over the house's ~400 on purpose: this is the one place where every
+resource's lifetime is visible in order (backend, runners, sinks, pipelines, sources, the HTTP
+server, signals, systemd); what can stand alone lives elsewhere (``sinks/setup.py``,
+``reload.py``, ``signals.py``, ``pipeline.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,7 @@ from edgeyolo.reload import Reloader
 from edgeyolo.runner import ModelRunner, open_runners
 from edgeyolo.sdnotify import SystemdNotifier, run_watchdog, watchdog_period
 from edgeyolo.signals import SignalRelay
-from edgeyolo.sinks.jsonl import JsonlSink
+from edgeyolo.sinks.setup import build_sinks, mqtt_sink
 from edgeyolo.snapshots import SnapshotStage
 from edgeyolo.sources import CaptureSource
 from edgeyolo.stages import build_stages
@@ -46,7 +50,6 @@ if TYPE_CHECKING:
     from edgeyolo.events import StatsEvent
     from edgeyolo.sinks.base import Sink
     from edgeyolo.sinks.mqtt import MqttSink
-    from edgeyolo.sinks.objects import CameraObjects
     from edgeyolo.stages import Stage
 
 _log = structlog.get_logger("edgeyolo.app")
@@ -90,56 +93,6 @@ class RunResult:
     reload: Config | None = None
     # Per model: its engine calls (batch sizes, waits); every call kept with keep_timings.
     batches: dict[str, BatchTelemetry] = field(default_factory=dict)
-
-
-def mqtt_sink(config: Config, runners: list[ModelRunner]) -> MqttSink | None:
-    """The MQTT sink the config asks for, announcing every camera x model pair it will see."""
-    if config.sinks.mqtt is None:
-        return None
-    from edgeyolo.sinks.discovery import configuration_url  # noqa: PLC0415
-    from edgeyolo.sinks.mqtt import MqttSink  # noqa: PLC0415 - imports aiomqtt
-    from edgeyolo.sinks.topics import Route  # noqa: PLC0415
-
-    routes = [
-        Route(cam.name, r.name, str(r.config.task), tuple(r.reported_labels))
-        for cam in config.cameras
-        for r in runners
-        if r.config.cameras is None or cam.name in r.config.cameras
-    ]
-    http = config.http
-    url = configuration_url(http.host, http.port, socket.gethostname()) if http.enabled else None
-    return MqttSink(
-        config.sinks.mqtt, routes, configuration_url=url, objects=camera_objects(config)
-    )
-
-
-def camera_objects(config: Config) -> list[CameraObjects]:
-    """Per camera: its zones and lines and the tracked models that run on it (for MQTT)."""
-    from edgeyolo.sinks.objects import CameraObjects  # noqa: PLC0415
-
-    def labels(v: list[str] | None) -> tuple[str, ...] | None:
-        return None if v is None else tuple(v)
-
-    return [
-        CameraObjects(
-            cam.name,
-            zones=tuple((z.name, labels(z.labels)) for z in cam.zones),
-            lines=tuple((ln.name, labels(ln.labels)) for ln in cam.lines),
-            tracked=tuple(m.name for m in config.models_for(cam.name) if m.tracking.enabled),
-        )
-        for cam in config.cameras
-    ]
-
-
-def build_sinks(config: Config, options: RunOptions, mqtt: MqttSink | None = None) -> list[Sink]:
-    """The configured sinks (JSON lines, then MQTT) plus any the caller added."""
-    sinks: list[Sink] = []
-    if options.jsonl and config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path))
-    if mqtt is not None:
-        sinks.append(mqtt)
-    sinks.extend(options.extra_sinks)
-    return sinks
 
 
 class Service:
@@ -252,7 +205,9 @@ class Service:
             self.mqtt = mqtt_sink(self.config, self.runners)
             if self.mqtt is not None:
                 self.metrics.watch_mqtt(self.mqtt)
-            self.sinks = build_sinks(self.config, self.options, self.mqtt)
+            self.sinks = build_sinks(
+                self.config, self.mqtt, jsonl=self.options.jsonl, extra=self.options.extra_sinks
+            )
             for sink in self.sinks:
                 await sink.start()
                 stack.push_async_callback(self._close_sink, sink)
