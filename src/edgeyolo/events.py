@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 # 2: detections of tracked models carry ``track_id``; new "track", "zone" and "line" events.
 SCHEMA_VERSION = 2
@@ -94,6 +94,33 @@ class StatsEvent:
         }
 
 
+class _ObjectEvent(Protocol):
+    @property
+    def schema_version(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def camera(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+
+
+def _object_head(ev: _ObjectEvent) -> dict[str, Any]:
+    """The fields every object event (track, zone, line) starts with, in their JSON order."""
+    return {
+        "schema_version": ev.schema_version,
+        "type": ev.type,
+        "timestamp": round(ev.timestamp, 6),
+        "camera": ev.camera,
+        "model": ev.model,
+        "seq": ev.seq,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class TrackEvent:
     """A tracked object's lifecycle: ``new`` (confirmed), ``update`` (changed), ``end`` (gone).
@@ -115,12 +142,7 @@ class TrackEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": self.schema_version,
-            "type": self.type,
-            "timestamp": round(self.timestamp, 6),
-            "camera": self.camera,
-            "model": self.model,
-            "seq": self.seq,
+            **_object_head(self),
             "kind": self.kind,
             "track_id": self.after["id"],
             "label": self.after["label"],
@@ -148,12 +170,7 @@ class ZoneEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": self.schema_version,
-            "type": self.type,
-            "timestamp": round(self.timestamp, 6),
-            "camera": self.camera,
-            "model": self.model,
-            "seq": self.seq,
+            **_object_head(self),
             "zone": self.zone,
             "label": self.label,
             "track_id": self.track_id,
@@ -181,12 +198,7 @@ class LineEvent:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema_version": self.schema_version,
-            "type": self.type,
-            "timestamp": round(self.timestamp, 6),
-            "camera": self.camera,
-            "model": self.model,
-            "seq": self.seq,
+            **_object_head(self),
             "line": self.line,
             "label": self.label,
             "track_id": self.track_id,

@@ -174,6 +174,22 @@ class TensorRTEngine:
             self._decode.close()
         self._decode = decode
 
+    def _execute(self, context: trt.IExecutionContext, rows: int, input_ptr: int) -> None:
+        """Enqueue ``execute_async_v3`` on this engine's stream for ``rows`` frames read from
+        ``input_ptr`` (re-bound only when it changed), between the timing events if any."""
+        stream = self._stream
+        self._set_rows(context, rows, f"engine '{self._name}'")
+        if input_ptr != self._bound_input:
+            if not context.set_tensor_address(self._input_name, input_ptr):
+                raise ModelError(f"engine '{self._name}': cannot bind input '{self._input_name}'")
+            self._bound_input = input_ptr
+        if self._t0 is not None:
+            self._t0.record(stream)
+        if not context.execute_async_v3(stream.ptr):
+            raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
+        if self._t1 is not None:
+            self._t1.record(stream)
+
     def enqueue(self, slot: InputSlot) -> Event:
         """Enqueue this engine's work for ``slot`` on its stream; returns the done event."""
         context = self._context
@@ -188,19 +204,9 @@ class TensorRTEngine:
             )
         self._ctx.check_thread()
         start = time.perf_counter()
-        self._set_rows(context, 1, f"engine '{self._name}'")
         stream = self._stream
         stream.wait_event(slot.ready)
-        if slot.device_ptr != self._bound_input:
-            if not context.set_tensor_address(self._input_name, slot.device_ptr):
-                raise ModelError(f"engine '{self._name}': cannot bind input '{self._input_name}'")
-            self._bound_input = slot.device_ptr
-        if self._t0 is not None:
-            self._t0.record(stream)
-        if not context.execute_async_v3(stream.ptr):
-            raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
-        if self._t1 is not None:
-            self._t1.record(stream)
+        self._execute(context, 1, slot.device_ptr)
         if self._decode is not None:
             self._decode.enqueue(self._outputs[0].device.ptr, stream)
         else:
@@ -281,17 +287,7 @@ class TensorRTEngine:
             n = len(slots)
             stream = self._stream
             batch.gather(stream, ours)
-            self._set_rows(context, n, f"engine '{self._name}'")
-            if batch.ptr != self._bound_input:
-                if not context.set_tensor_address(self._input_name, batch.ptr):
-                    raise ModelError(f"engine '{self._name}': cannot bind the batch input")
-                self._bound_input = batch.ptr
-            if self._t0 is not None:
-                self._t0.record(stream)
-            if not context.execute_async_v3(stream.ptr):
-                raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
-            if self._t1 is not None:
-                self._t1.record(stream)
+            self._execute(context, n, batch.ptr)
             decode = self._decode
             if decode is not None:
                 decode.enqueue(self._outputs[0].device.ptr, stream, n)
