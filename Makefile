@@ -1,6 +1,6 @@
 # Two entry points do all set-up on a fresh machine (see README):
 #   make demo   - venv + package, then `edgeyolo run` on the bundled demo (no GPU, no broker)
-#   make test   - venv + test tools (+ mosquitto from apt when missing), lint, types, tests
+#   make test   - venv + test tools (+ mosquitto, chromium from apt when missing), lint, types, tests
 # and one more that CI runs after `make test` (.ci/run):
 #   make test-system-opencv - the system-OpenCV install path (docs/deploy.md): a venv with
 #                 --system-site-packages on Debian's python3-opencv (GStreamer) and numpy < 2;
@@ -50,6 +50,11 @@ system-deps:
 	  echo "installing mosquitto (Debian package) for the MQTT tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto >/dev/null; }
+	@# The status page test drives a real headless Chromium (Debian's, with its driver).
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { \
+	  echo "installing chromium and chromium-driver (Debian packages) for the status page test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests scripts
