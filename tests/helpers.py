@@ -108,6 +108,15 @@ def run_cli(*args: str, timeout: float = 120, **kwargs: Any) -> subprocess.Compl
     )
 
 
+def start_cli(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``edgeyolo ARGS`` in the background from the repository: stdout discarded, stderr
+    (the JSON log lines) written to ``log`` for the test to read while it runs."""
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            edgeyolo_cmd(*args), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO
+        )
+
+
 def run_async(coro: Awaitable[Any], timeout: float = 60) -> Any:
     """``asyncio.run`` with a time limit, so a hung await fails the test instead of hanging it."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

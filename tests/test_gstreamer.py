@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import time
 from functools import cache
 from pathlib import Path
@@ -27,11 +26,11 @@ import pytest
 import structlog
 import yaml
 
-from conftest import DEMO_VIDEO, DET, REPO, edgeyolo_cmd, require
+from conftest import DEMO_VIDEO, DET, require
 from edgeyolo.config import CameraConfig, load_config
 from edgeyolo.sources import CaptureSource
 from edgeyolo.sources.opencv import opencv_info
-from helpers import run_cli
+from helpers import run_cli, start_cli
 
 pytestmark = pytest.mark.gstreamer
 
@@ -177,13 +176,7 @@ def test_live_pipeline_that_fails_reconnects_with_the_documented_backoff(tmp_pat
         )
     )
     err = tmp_path / "err.log"
-    with err.open("wb") as f:
-        proc = subprocess.Popen(
-            edgeyolo_cmd("run", "-c", str(cfg), "--log-format", "json"),
-            stdout=subprocess.DEVNULL,
-            stderr=f,
-            cwd=REPO,
-        )
+    proc = start_cli("run", "-c", str(cfg), "--log-format", "json", log=err)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

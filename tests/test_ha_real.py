@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, MODELS, REPO, edgeyolo_cmd
+from helpers import start_cli
 from mosquitto import HOST, Collector, Mosquitto, free_port
 
 if TYPE_CHECKING:
@@ -237,10 +238,7 @@ def test_home_assistant_discovers_every_entity_on_its_device(
     # HA is up with MQTT when it subscribed to the discovery topics.
     _wait("Home Assistant subscribing to discovery", ha.subscribed(broker), 240, ha.proc)
     config = _config(tmp_path, broker)
-    err = (tmp_path / "edgeyolo.log").open("wb")
-    svc = subprocess.Popen(
-        edgeyolo_cmd("run", "-c", str(config)), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO
-    )
+    svc = start_cli("run", "-c", str(config), log=tmp_path / "edgeyolo.log")
     try:
         configs = _wait(
             "discovery on the broker", lambda: asyncio.run(_discovered(broker.port)), 60, svc
@@ -298,7 +296,6 @@ def test_home_assistant_discovers_every_entity_on_its_device(
         if svc.poll() is None:
             svc.send_signal(signal.SIGTERM)
         svc.wait(60)
-        err.close()
     assert svc.returncode == 0, (tmp_path / "edgeyolo.log").read_text()
 
     def all_unavailable() -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -16,14 +15,14 @@ import pytest
 import structlog
 import yaml
 
-from conftest import DEMO_VIDEO, MODELS, REPO, edgeyolo_cmd
+from conftest import DEMO_VIDEO, MODELS
 from edgeyolo.config import parse_config
 from edgeyolo.config.load import ConfigValidationError
 from edgeyolo.config.mqtt import MqttConfig
 from edgeyolo.events import Detection, DetectionEvent
 from edgeyolo.sinks.mqtt import MqttSink
 from edgeyolo.sinks.topics import Route
-from helpers import run_async, run_cli
+from helpers import run_async, run_cli, start_cli
 from mosquitto import HOST, Collector, Mosquitto
 
 if TYPE_CHECKING:
@@ -230,8 +229,7 @@ def test_paused_process_reconnects_cleanly(tmp_path: Path, broker: Mosquitto):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     log = tmp_path / "run.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(edgeyolo_cmd("run", "-c", str(path)), stderr=err, cwd=REPO)
+    proc = start_cli("run", "-c", str(path), log=log)
 
     def connected() -> int:
         return log.read_text().count('"mqtt connected"')

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, DET, MODELS, POSE, REPO, edgeyolo_cmd
+from helpers import start_cli
 from mosquitto import free_port
 
 if TYPE_CHECKING:
@@ -177,10 +178,7 @@ def test_stop_does_not_wait_for_a_camera_stuck_in_open(tmp_path: Path):
         path = tmp_path / "c.yaml"
         path.write_text(yaml.safe_dump(data))
         log = tmp_path / "run.log"
-        with log.open("wb") as err:
-            proc = subprocess.Popen(
-                edgeyolo_cmd("run", "-c", str(path), "--log-format", "json"), stderr=err, cwd=REPO
-            )
+        proc = start_cli("run", "-c", str(path), "--log-format", "json", log=log)
         try:
             deadline = time.monotonic() + 60
             while '"running"' not in log.read_text():

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 
 import pytest
 import yaml
 
-from conftest import DET, REPO, edgeyolo_cmd
+from conftest import DET
+from helpers import start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -36,13 +36,7 @@ def test_stderr_is_json_lines_with_what_matters_as_events(tmp_path):
         )
     )
     err = tmp_path / "err.log"
-    with err.open("wb") as f:
-        proc = subprocess.Popen(
-            edgeyolo_cmd("run", "-c", str(cfg), "--log-format", "json"),
-            stdout=subprocess.DEVNULL,
-            stderr=f,
-            cwd=REPO,
-        )
+    proc = start_cli("run", "-c", str(cfg), "--log-format", "json", log=err)
     try:
         deadline = time.monotonic() + 60
         while err.read_text().count("cannot open source, retrying") < 3:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, MODELS, REPO, edgeyolo_cmd
+from helpers import start_cli
 from test_ha_real import HASS, HomeAssistant, LoggingMosquitto, _discovered, _wait, hass
 
 if TYPE_CHECKING:
@@ -104,10 +105,7 @@ def test_home_assistant_has_zone_line_and_per_person_pose_entities(
     ha, broker = hass
     _wait("Home Assistant subscribing to discovery", ha.subscribed(broker), 240, ha.proc)
     config = _config(tmp_path, broker)
-    err = (tmp_path / "edgeyolo.log").open("wb")
-    svc = subprocess.Popen(
-        edgeyolo_cmd("run", "-c", str(config)), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO
-    )
+    svc = start_cli("run", "-c", str(config), log=tmp_path / "edgeyolo.log")
     try:
         configs = _wait(
             "discovery on the broker", lambda: asyncio.run(_discovered(broker.port)), 60, svc
@@ -158,7 +156,6 @@ def test_home_assistant_has_zone_line_and_per_person_pose_entities(
         if svc.poll() is None:
             svc.send_signal(signal.SIGTERM)
         svc.wait(60)
-        err.close()
     assert svc.returncode == 0, (tmp_path / "edgeyolo.log").read_text()
     print(f"\npose events recorded by Home Assistant: tracked {tracked}, untracked {plain}")
     assert 1 <= tracked < plain
