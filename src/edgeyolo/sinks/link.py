@@ -45,6 +45,10 @@ _BATCH = 64  # messages in flight at once: pipelines QoS 1 round trips on slow l
 # closing it on purpose, almost always for another client with the same client id.
 _SHORT_SESSION_S = 5.0
 _KICKED_AFTER = 3
+# Connect attempts this soon after a lost connection get the "connection lost" hint, not
+# "is the broker running?": it was there a moment ago (a paused process that resumed may
+# need a few attempts while its broker drops the stale session).
+_RECENT_LOSS_S = 30.0
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext:
@@ -216,12 +220,17 @@ class Link:
                     # Back off again only when the broker keeps closing it at once.
                     attempt = self._after_lost(opened, attempt)
                 delay = self.backoff(attempt)
+                recent_loss = (
+                    self._ever_connected
+                    and self.down_since is not None
+                    and time.monotonic() - self.down_since < _RECENT_LOSS_S
+                )
                 self._log.error(
                     "mqtt connect failed" if not lost else "mqtt reconnecting",
                     url=self.url,
                     attempt=attempt,
                     error=describe(exc),
-                    hint=hint(exc, lost=lost, tls=self._tls is not None),
+                    hint=hint(exc, lost=lost or recent_loss, tls=self._tls is not None),
                     retry_in_s=round(delay, 2),
                     outbox=len(self._outbox),
                 )
