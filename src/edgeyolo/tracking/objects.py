@@ -69,13 +69,19 @@ class ObjectTracker:
             min_hits=config.min_hits,
             max_lost_s=config.max_lost_s,
         )
-        self.zones: ZoneTracker | None = None
-        self.lines: LineCounter | None = None
+        self.zones = ZoneTracker([])  # made from the config on the first frame
+        self.lines = LineCounter([])
+        self._resolved = False
         self.records: dict[int, TrackRecord] = {}
         # Objects of each label in each zone, after debounce: (zone, label) -> count.
         self.occupancy: dict[tuple[str, str], int] = {}
-        self._zone_ok: list[list[bool]] = []  # class id -> zone -> counts it
-        self._line_ok: list[list[bool]] = []
+        self._spatial = bool(self._zone_cfg or self._line_cfg)
+        # Class id -> zone (line) -> counts it, None when every zone (line) counts every
+        # label; class ids beyond the labels (a model with more classes than names) use
+        # the last row.
+        self._zone_ok: npt.NDArray[np.bool_] | None = None
+        self._line_ok: npt.NDArray[np.bool_] | None = None
+        self._last_class = max(len(self.labels), 1) - 1
         self._log = structlog.get_logger("edgeyolo.tracking").bind(camera=camera, model=model)
 
     def label(self, class_id: int) -> str:
@@ -96,9 +102,16 @@ class ObjectTracker:
             a, b = (float(pts[0, 0]), float(pts[0, 1])), (float(pts[1, 0]), float(pts[1, 1]))
             lines.append(Line(ln.name, a, b, labels, ln.min_frames, ln.margin_px))
         self.zones, self.lines = ZoneTracker(zones), LineCounter(lines)
+        self._resolved = True
         names = [self.label(i) for i in range(max(len(self.labels), 1))]
-        self._zone_ok = self.zones.applies(names)
-        self._line_ok = self.lines.applies(names)
+        zone_ok, line_ok = self.zones.applies(names), self.lines.applies(names)
+        self._zone_ok = None if zone_ok.all() else zone_ok
+        self._line_ok = None if line_ok.all() else line_ok
+        tr = self.tracker
+        tr.add_column("zone_in", len(zones), bool)
+        tr.add_column("zone_run", len(zones), np.int32)
+        tr.add_column("line_side", len(lines), np.int8)
+        tr.add_column("line_run", len(lines), np.int32)
 
     def _check_inside(self, what: str, pts: npt.NDArray[np.float64], w: int, h: int) -> None:
         out = (pts[:, 0] > w) | (pts[:, 1] > h)
@@ -110,57 +123,94 @@ class ObjectTracker:
                 point=[round(float(x), 1), round(float(y), 1)],
             )
 
-    @staticmethod
-    def _ok(table: list[list[bool]], classes: list[int]) -> list[list[bool]]:
-        # Class ids beyond the labels (a model with more classes than names) use the last row.
-        last = len(table) - 1
-        return [table[min(c, last)] for c in classes]
-
     def step(
         self, dets: Detections, timestamp: float, seq: int, width: int, height: int
     ) -> tuple[npt.NDArray[np.int64], list[Event]]:
         """Track one frame: (track id per detection row, this frame's events)."""
-        if self.zones is None:
+        if not self._resolved:
             self._resolve(width, height)
-        assert self.zones is not None
-        assert self.lines is not None
-        tr = self.tracker
-        up = tr.update(dets.boxes, dets.scores, dets.class_ids, timestamp)
+        up = self.tracker.update(dets.boxes, dets.scores, dets.class_ids, timestamp)
         events: list[Event] = []
         for t in up.confirmed:
             rec = self._record(t, dets)
             events.append(self._lifecycle("new", rec, timestamp, seq))
-        tracks = tr.tracks
+        tracks = self.tracker.tracks
         # Confirmed tracks seen in this frame: the only ones whose state moves.
-        rows = [i for i, t in enumerate(tracks) if t.det >= 0 and t.state == TrackState.CONFIRMED]
-        boxes = dets.boxes.tolist() if rows else []
-        if rows and (self.zones.zones or self.lines.lines):
-            seen = [tracks[i] for i in rows]
-            # An object's position: the bottom-centre of its box, its feet.
-            points = np.array(
-                [((boxes[t.det][0] + boxes[t.det][2]) / 2, boxes[t.det][3]) for t in seen]
-            )
-            classes = [t.class_id for t in seen]
-            zs = self.zones
-            states = [
-                t.data.get("zones") or t.data.setdefault("zones", zs.new_state()) for t in seen
-            ]
-            for a, j, inside in zs.step(states, points, self._ok(self._zone_ok, classes)):
-                rec = self.records[seen[a].track_id]
-                events.append(self._zone(rec, zs.zones[j].name, inside, timestamp, seq))
-            ls = self.lines
-            states = [
-                t.data.get("lines") or t.data.setdefault("lines", ls.new_state()) for t in seen
-            ]
-            for a, j, d in ls.step(states, points, self._ok(self._line_ok, classes)):
-                events.append(self._line(seen[a], j, d, timestamp, seq))
-        for i in rows:
-            rec = self._observe(tracks[i], boxes, dets, timestamp)
-            if self._due(rec, timestamp):
-                events.append(self._lifecycle("update", rec, timestamp, seq))
+        confirmed = TrackState.CONFIRMED
+        rows = [i for i, t in enumerate(tracks) if t.det >= 0 and t.state is confirmed]
+        if rows and self._spatial:
+            events.extend(self._zones_and_lines(rows, dets, timestamp, seq))
+        if rows:
+            self._observe(rows, dets, timestamp, seq, events)
         for t in up.removed:
             events.extend(self._end(t, timestamp, seq))
         return up.det_track_ids, events
+
+    def _zones_and_lines(
+        self, rows: list[int], dets: Detections, timestamp: float, seq: int
+    ) -> list[Event]:
+        """Step the zone and line state of the tracks seen (``rows`` of the tracker)."""
+        tr = self.tracker
+        tracks, cols = tr.tracks, tr.columns
+        every = len(rows) == len(tracks)  # all of them, in order: no gather/scatter
+        b = dets.boxes[[tracks[i].det for i in rows]].astype(np.float64)
+        # An object's position: the bottom-centre of its box, its feet.
+        px, py = (b[:, 0] + b[:, 2]) / 2, b[:, 3]
+        classes = None
+        if self._zone_ok is not None or self._line_ok is not None:
+            classes = np.minimum(tr.classes if every else tr.classes[rows], self._last_class)
+        events: list[Event] = []
+        zs, ls = self.zones, self.lines
+        if zs.zones:
+            inside, run = cols["zone_in"], cols["zone_run"]
+            if not every:
+                inside, run = inside[rows], run[rows]
+            ok = None if self._zone_ok is None else self._zone_ok[classes]
+            flips = zs.step(inside, run, px, py, ok)
+            if not every:
+                cols["zone_in"][rows], cols["zone_run"][rows] = inside, run
+            for a, j, entered in flips:
+                rec = self.records[tracks[rows[a]].track_id]
+                events.append(self._zone(rec, zs.zones[j].name, entered, timestamp, seq))
+        if ls.lines:
+            side, run = cols["line_side"], cols["line_run"]
+            if not every:
+                side, run = side[rows], run[rows]
+            ok = None if self._line_ok is None else self._line_ok[classes]
+            crossings = ls.step(side, run, px, py, ok)
+            if not every:
+                cols["line_side"][rows], cols["line_run"][rows] = side, run
+            for a, j, d in crossings:
+                events.append(self._line(tracks[rows[a]], j, d, timestamp, seq))
+        return events
+
+    def _observe(
+        self, rows: list[int], dets: Detections, timestamp: float, seq: int, events: list[Event]
+    ) -> None:
+        """The records of the tracks seen: box, last seen, scores, posture; updates due."""
+        tracks, records = self.tracker.tracks, self.records
+        boxes = dets.boxes.tolist()
+        keypoints = dets.keypoints if self.pose else None
+        step, interval = _BEST_SCORE_STEP, self.config.update_interval_s
+        for i in rows:
+            t = tracks[i]
+            rec = records[t.track_id]
+            b = boxes[t.det]
+            rec.box = (b[0], b[1], b[2], b[3])
+            rec.last_seen = timestamp
+            rec.score = t.score
+            rec.best_score = max(rec.best_score, t.score)
+            if rec.posture is not None and keypoints is not None:
+                raw = posture(keypoints[t.det].tolist(), rec.box)
+                if rec.posture.step(raw, timestamp):
+                    rec.changes.add("posture")
+            if not rec.changes:
+                if rec.best_score - rec.published_best < step:
+                    continue
+                if timestamp - rec.published_at < interval:
+                    continue
+                rec.changes.add("best_score")
+            events.append(self._lifecycle("update", rec, timestamp, seq))
 
     def finish(self, timestamp: float, seq: int) -> list[Event]:
         """End every track (the source ended or the service stops)."""
@@ -186,31 +236,6 @@ class ObjectTracker:
         )
         self.records[t.track_id] = rec
         return rec
-
-    def _observe(
-        self, t: Track, boxes: list[list[float]], dets: Detections, timestamp: float
-    ) -> TrackRecord:
-        rec = self.records[t.track_id]
-        b = boxes[t.det]
-        rec.box = (b[0], b[1], b[2], b[3])
-        rec.last_seen = timestamp
-        rec.score = t.score
-        rec.best_score = max(rec.best_score, t.score)
-        if rec.posture is not None and dets.keypoints is not None:
-            raw = posture(dets.keypoints[t.det].tolist(), rec.box)
-            if rec.posture.step(raw, timestamp):
-                rec.changes.add("posture")
-        return rec
-
-    def _due(self, rec: TrackRecord, timestamp: float) -> bool:
-        if rec.changes:
-            return True
-        if rec.best_score - rec.published_best >= _BEST_SCORE_STEP and (
-            timestamp - rec.published_at >= self.config.update_interval_s
-        ):
-            rec.changes.add("best_score")
-            return True
-        return False
 
     def _lifecycle(
         self, kind: Literal["new", "update", "end"], rec: TrackRecord, timestamp: float, seq: int
@@ -253,7 +278,6 @@ class ObjectTracker:
         )
 
     def _line(self, t: Track, j: int, direction: int, timestamp: float, seq: int) -> LineEvent:
-        assert self.lines is not None
         counts = self.lines.counts[j]
         return LineEvent(
             camera=self.camera,

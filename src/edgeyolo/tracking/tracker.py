@@ -16,10 +16,11 @@ Detection Box", 2022; written here from the paper, not from its code):
    ``max_lost_s`` is removed. Remaining high-score detections start tentative tracks, which
    are confirmed after ``min_hits`` consecutive hits and only then get a ``track_id``.
 
-Matching is per class (a person never continues a car's track). The Kalman states of all
-tracks live in stacked arrays, so that predicting and correcting them costs a fixed handful of
-numpy calls per frame; what the stage keeps per track (zone and line state) rides on the
-``Track`` (``data``).
+Matching is per class (a person never continues a car's track). What is per track and
+numeric lives in arrays with a column (or row) per track, in the order of ``tracks``: the
+Kalman states (``x``, ``kalman.py``), the class ids, and the caller's ``columns`` (the
+stage's zone and line state), so that a frame costs a fixed handful of numpy calls however
+many tracks there are, and the Python side is a few attribute updates per matched track.
 """
 
 from __future__ import annotations
@@ -46,9 +47,12 @@ class TrackState(IntEnum):
     LOST = 2
 
 
+_TENTATIVE, _CONFIRMED, _LOST = TrackState.TENTATIVE, TrackState.CONFIRMED, TrackState.LOST
+
+
 @dataclass(slots=True)
 class Track:
-    """One tracked object (the Python side; its Kalman state lives in the tracker's arrays)."""
+    """One tracked object (the Python side; its numbers live in the tracker's arrays)."""
 
     class_id: int
     first_seen: float
@@ -56,9 +60,8 @@ class Track:
     score: float
     track_id: int = -1  # assigned at confirmation
     state: TrackState = TrackState.TENTATIVE
-    hits: int = 1
+    hits: int = 1  # consecutive hits while tentative
     det: int = -1  # row of this frame's detections, -1 when not seen in this frame
-    data: dict[str, Any] = field(default_factory=dict)  # the stage's per-track state
 
 
 @dataclass(slots=True)
@@ -70,17 +73,32 @@ class TrackerUpdate:
     removed: list[Track] = field(default_factory=list)  # confirmed tracks removed now
 
 
+def pairwise_iou(a: F64, b: F64) -> F64:
+    """IoU of boxes given as rows x1, y1, x2, y2 (``4 x n`` and ``4 x m``): ``n x m``.
+
+    Computed over the ``n * m`` pairs laid out flat (``a`` repeated, ``b`` tiled): for tens
+    of boxes, numpy's cost is per call, and calls on equal shapes are the cheapest.
+    """
+    n, m = a.shape[1], b.shape[1]
+    pa = a.repeat(m, 1)
+    pb = b[:, None, :].repeat(n, 1).reshape(4, n * m)
+    wh = np.minimum(pa[2:], pb[2:])
+    wh -= np.maximum(pa[:2], pb[:2])
+    wh = np.maximum(wh, 0.0)
+    inter: F64 = wh[0] * wh[1]
+    sa = pa[2:] - pa[:2]
+    sb = pb[2:] - pb[:2]
+    union = sa[0] * sa[1]
+    union += sb[0] * sb[1]
+    union -= inter
+    union = np.maximum(union, 1e-12)
+    inter /= union
+    return inter.reshape(n, m)
+
+
 def iou_matrix(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> F64:
     """Pairwise IoU of ``n x 4`` and ``m x 4`` xyxy boxes (``n x m``); 0 for empty boxes."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    wh = np.minimum(a[:, None, 2:], b[:, 2:]) - np.maximum(a[:, None, :2], b[:, :2])
-    np.maximum(wh, 0.0, out=wh)
-    inter = wh[..., 0] * wh[..., 1]
-    sa, sb = a[:, 2:] - a[:, :2], b[:, 2:] - b[:, :2]
-    union = (sa[:, 0] * sa[:, 1])[:, None] + sb[:, 0] * sb[:, 1] - inter
-    np.maximum(union, 1e-12, out=union)
-    return np.asarray(inter / union)
+    return pairwise_iou(np.asarray(a, np.float64).T, np.asarray(b, np.float64).T)
 
 
 def center_similarity(
@@ -94,19 +112,26 @@ def center_similarity(
     return np.clip(1.0 - dist / (max_dist * np.maximum(diag, 1.0))[:, None], 0.0, None)
 
 
-def associate(iou: F64, rows: Ints, cols: Ints, min_iou: float) -> tuple[Ints, Ints]:
-    """Optimal one-to-one matching of track ``rows`` to detection ``cols`` of ``iou``.
+def associate(
+    score: F64, rows: list[int], cols: list[int], min_score: float
+) -> list[tuple[int, int]]:
+    """Optimal one-to-one matching of track ``rows`` to detection ``cols`` of ``score``.
 
-    ``iou`` is tracks x detections with pairs of different classes already zeroed. Returns the
-    accepted pairs (IoU >= ``min_iou``) as indices into ``rows`` and ``cols``' values.
+    ``score`` is tracks x detections (IoU) with pairs of different classes already zeroed;
+    ``rows`` and ``cols`` are ascending. Returns the accepted pairs (score >= ``min_score``)
+    as (row, col) values of ``rows`` and ``cols``.
     """
-    if len(rows) == 0 or len(cols) == 0:
-        empty = np.empty(0, np.intp)
-        return empty, empty
-    sub = iou[np.ix_(rows, cols)]
+    if not rows or not cols:
+        return []
+    n, m = score.shape
+    full = len(rows) == n and len(cols) == m  # every row and column: no need to cut
+    sub = score if full else score[rows][:, cols]
     r, c = linear_sum_assignment(sub, maximize=True)
-    ok = sub[r, c] >= min_iou
-    return rows[r[ok]], cols[c[ok]]
+    vals = sub[r, c].tolist()
+    r_, c_ = r.tolist(), c.tolist()
+    if full:
+        return [(i, j) for i, j, v in zip(r_, c_, vals, strict=True) if v >= min_score]
+    return [(rows[i], cols[j]) for i, j, v in zip(r_, c_, vals, strict=True) if v >= min_score]
 
 
 class ByteTracker:
@@ -137,14 +162,21 @@ class ByteTracker:
         self.min_hits = max(1, min_hits)
         self.max_lost_s = max_lost_s
         self.tracks: list[Track] = []
-        self.mean: F64 = np.zeros((0, 8))
-        self.cov: F64 = np.zeros((0, 3, 4))  # Kalman covariance blocks (kalman.py)
+        self.x: F64 = np.zeros((kalman.STATE_ROWS, 0))  # Kalman states, a column per track
+        self.classes: Ints = np.zeros(0, np.intp)  # class id per track
+        # The caller's per-track arrays (first axis: track), kept in step with ``tracks``:
+        # zeros for a new track, compacted when tracks go.
+        self.columns: dict[str, npt.NDArray[Any]] = {}
         self._next_id = 1
         self._t: float | None = None
 
+    def add_column(self, name: str, width: int, dtype: npt.DTypeLike) -> None:
+        """Keep a ``tracks x width`` array ``columns[name]`` (zeros for new tracks)."""
+        self.columns[name] = np.zeros((len(self.tracks), width), dtype)
+
     def boxes(self) -> F64:
         """Every track's current (predicted or corrected) box, ``n x 4`` xyxy."""
-        return kalman.cxcywh_to_xyxy(self.mean[:, :4])
+        return kalman.cxcywh_to_xyxy(np.ascontiguousarray(self.x[:4].T))
 
     def update(
         self,
@@ -157,35 +189,47 @@ class ByteTracker:
         dt = 0.0 if self._t is None else min(max(timestamp - self._t, 0.0), 1.0)
         self._t = timestamp
         tracks = self.tracks
-        for tr in tracks:
-            tr.det = -1
-        self.mean, self.cov = kalman.predict(self.mean, self.cov, dt)
-        if len(tracks):
-            np.maximum(self.mean[:, 2:4], 1.0, out=self.mean[:, 2:4])
-        t_cls = np.fromiter((t.class_id for t in tracks), np.intp, len(tracks))
-        # One IoU matrix for all stages; pairs of different classes never match.
-        pred = self.boxes()
-        iou = iou_matrix(pred, boxes)
-        iou[t_cls[:, None] != class_ids[None, :]] = 0.0
         # Pools are short Python lists: for tens of objects that is cheaper than numpy masks.
+        pools: tuple[list[int], list[int], list[int]] = ([], [], [])  # by TrackState
+        for i, tr in enumerate(tracks):
+            tr.det = -1
+            pools[tr.state].append(i)
+        tentative, confirmed, lost = pools
         score_of = scores.tolist()
-        high = [i for i, v in enumerate(score_of) if v >= self.high_thresh]
-        low = [i for i, v in enumerate(score_of) if self.low_thresh <= v < self.high_thresh]
-        confirmed = [i for i, t in enumerate(tracks) if t.state == TrackState.CONFIRMED]
-        lost = [i for i, t in enumerate(tracks) if t.state == TrackState.LOST]
-        tentative = [i for i, t in enumerate(tracks) if t.state == TrackState.TENTATIVE]
+        hi_t, lo_t = self.high_thresh, self.low_thresh
+        high = [i for i, v in enumerate(score_of) if v >= hi_t]
+        low = [i for i, v in enumerate(score_of) if lo_t <= v < hi_t]
+        b = boxes.T.astype(np.float64, order="C")  # 4 x m: x1, y1, x2, y2
+        if tracks:
+            x = kalman.predict_state(self.x, dt)
+            np.maximum(x[2:4], 1.0, out=x[2:4])
+            self.x = x
+            half = x[2:4] / 2
+            pred = np.concatenate((x[:2] - half, x[:2] + half))  # 4 x n xyxy
+            # One IoU matrix for all stages; pairs of different classes never match.
+            iou = pairwise_iou(pred, b)
+            np.putmask(iou, self.classes[:, None] != class_ids, 0.0)
         pairs: list[tuple[int, int]] = []
 
         def match(pool: list[int], dets: list[int], min_iou: float) -> tuple[list[int], list[int]]:
             """Match, record the pairs, return what is left of ``pool`` and ``dets``."""
             if not pool or not dets:
                 return pool, dets
-            r, c = associate(iou, np.array(pool, np.intp), np.array(dets, np.intp), min_iou)
-            got = list(zip(r.tolist(), c.tolist(), strict=True))
+            got = associate(iou, pool, dets, min_iou)
+            if not got:
+                return pool, dets
             pairs.extend(got)
-            used_t = {t for t, _ in got}
-            used_d = {d for _, d in got}
-            return [t for t in pool if t not in used_t], [d for d in dets if d not in used_d]
+            if len(got) < len(pool):
+                used_t = {t for t, _ in got}
+                pool = [t for t in pool if t not in used_t]
+            else:
+                pool = []
+            if len(got) < len(dets):
+                used_d = {d for _, d in got}
+                dets = [d for d in dets if d not in used_d]
+            else:
+                dets = []
+            return pool, dets
 
         # High-score detections go to the tracks seen in the last frame first, then to lost
         # ones: where two predictions overlap (paths crossing, one hidden) recency decides.
@@ -196,44 +240,50 @@ class ByteTracker:
         if self.max_center_dist > 0 and high and (confirmed or lost):
             # Small, fast or bouncing objects (a ball) leave their predicted box: no overlap,
             # but close. Last, so that it never takes a detection an overlap explains.
-            iou = center_similarity(pred, boxes, self.max_center_dist)
-            iou[t_cls[:, None] != class_ids[None, :]] = 0.0
+            iou = center_similarity(pred.T, boxes, self.max_center_dist)
+            np.putmask(iou, self.classes[:, None] != class_ids, 0.0)
             _, high = match(sorted(confirmed + lost), high, 1e-9)
 
-        out = TrackerUpdate(np.full(len(scores), -1, np.int64))
-        mt = np.array([t for t, _ in pairs], np.intp)
-        md = np.array([d for _, d in pairs], np.intp)
+        wh = b[2:] - b[:2]
+        z = np.concatenate((b[:2] + wh / 2, wh))  # 4 x m: cx, cy, w, h
+        ids = [-1] * len(score_of)
+        out = TrackerUpdate(np.empty(0, np.int64))
         if pairs:
-            z = kalman.xyxy_to_cxcywh(boxes[md])
-            self.mean[mt], self.cov[mt] = kalman.update(self.mean[mt], self.cov[mt], z)
+            self._correct(pairs, z)
         for ti, di in pairs:
             tr = tracks[ti]
-            tr.det, tr.last_seen, tr.score = di, timestamp, score_of[di]
-            tr.hits = tr.hits + 1
-            if tr.state == TrackState.LOST:
-                tr.state = TrackState.CONFIRMED
-            elif tr.state == TrackState.TENTATIVE and tr.hits >= self.min_hits:
+            tr.det = di
+            tr.last_seen = timestamp
+            tr.score = score_of[di]
+            state = tr.state
+            if state is _LOST:
+                tr.state = _CONFIRMED
+            elif state is _TENTATIVE:
+                tr.hits += 1  # (only tentative tracks count their hits)
+                if tr.hits < self.min_hits:
+                    continue
                 self._confirm(tr, out)
-            if tr.state == TrackState.CONFIRMED:
-                out.det_track_ids[di] = tr.track_id
+            ids[di] = tr.track_id
 
-        keep = np.ones(len(tracks), bool)
+        drop = []
         for i, tr in enumerate(tracks):
             if tr.det >= 0:
                 continue
-            if tr.state == TrackState.TENTATIVE:
-                keep[i] = False
+            if tr.state is _TENTATIVE:
+                drop.append(i)
             else:
-                tr.state = TrackState.LOST
-                tr.hits = 0
+                tr.state = _LOST
                 if timestamp - tr.last_seen > self.max_lost_s:
-                    keep[i] = False
+                    drop.append(i)
                     out.removed.append(tr)
-        if not keep.all():
+        if drop:
+            keep = np.ones(len(tracks), bool)
+            keep[drop] = False
             self._compact(keep)
-        new = np.array([d for d in high if score_of[d] >= self.new_track_thresh], np.intp)
-        if len(new):
-            self._start(new, boxes, scores, class_ids.astype(np.intp, copy=False), timestamp, out)
+        new = [d for d in high if score_of[d] >= self.new_track_thresh]
+        if new:
+            self._start(new, z, class_ids, score_of, timestamp, out, ids)
+        out.det_track_ids = np.array(ids, np.int64)
         return out
 
     def flush(self) -> list[Track]:
@@ -241,6 +291,16 @@ class ByteTracker:
         ended = [t for t in self.tracks if t.state != TrackState.TENTATIVE]
         self._compact(np.zeros(len(self.tracks), bool))
         return ended
+
+    def _correct(self, pairs: list[tuple[int, int]], z: F64) -> None:
+        """Kalman update of the matched tracks with their detections' ``z`` columns."""
+        mt = [t for t, _ in pairs]
+        md = [d for _, d in pairs]
+        zm = z if md == list(range(z.shape[1])) else z[:, md]
+        if mt == list(range(len(self.tracks))):  # every track, in order: no gather/scatter
+            self.x = kalman.update_state(self.x, zm)
+        else:
+            self.x[:, mt] = kalman.update_state(self.x[:, mt], zm)
 
     def _confirm(self, tr: Track, out: TrackerUpdate) -> None:
         tr.state = TrackState.CONFIRMED
@@ -250,24 +310,29 @@ class ByteTracker:
 
     def _compact(self, keep: npt.NDArray[np.bool_]) -> None:
         self.tracks = [t for t, k in zip(self.tracks, keep.tolist(), strict=True) if k]
-        self.mean, self.cov = self.mean[keep], self.cov[keep]
+        self.x, self.classes = self.x[:, keep], self.classes[keep]
+        for name, col in self.columns.items():
+            self.columns[name] = col[keep]
 
     def _start(
         self,
-        rows: Ints,
-        boxes: npt.NDArray[np.floating],
-        scores: npt.NDArray[np.floating],
-        classes: Ints,
+        rows: list[int],
+        z: F64,
+        class_ids: npt.NDArray[np.integer],
+        score_of: list[float],
         timestamp: float,
         out: TrackerUpdate,
+        ids: list[int],
     ) -> None:
-        mean, cov = kalman.initiate(kalman.xyxy_to_cxcywh(boxes[rows]))
-        self.mean = np.concatenate((self.mean, mean))
-        self.cov = np.concatenate((self.cov, cov))
-        for di in rows.tolist():
-            s = float(scores[di])
-            tr = Track(int(classes[di]), timestamp, timestamp, s, det=di)
+        self.x = np.concatenate((self.x, kalman.initiate_state(z[:, rows])), axis=1)
+        classes = class_ids[rows].astype(np.intp)
+        self.classes = np.concatenate((self.classes, classes))
+        k = len(rows)
+        for name, col in self.columns.items():
+            self.columns[name] = np.concatenate((col, np.zeros((k, col.shape[1]), col.dtype)))
+        for di, cls in zip(rows, classes.tolist(), strict=True):
+            tr = Track(cls, timestamp, timestamp, score_of[di], det=di)
             self.tracks.append(tr)
             if self.min_hits <= 1:
                 self._confirm(tr, out)
-                out.det_track_ids[di] = tr.track_id
+                ids[di] = tr.track_id

@@ -6,6 +6,11 @@ was inside (outside) for ``min_frames`` consecutive frames in which it was seen.
 a crossing once, when the point has been on the other side for ``min_frames`` frames and
 beyond ``margin`` pixels from the line: wobbling on the line counts nothing.
 
+Everything is vectorized over the tracks seen in a frame: per (track, zone edge) and per
+(track, line) "cell", laid out flat with the per-edge and per-line constants tiled to match
+(cached per number of tracks), since for tens of objects numpy costs per call and calls on
+equal shapes cost least. The per-track state lives in arrays the caller keeps.
+
 Sides of a line from A to B, as seen on screen (image y grows downwards): a point is on the
 right (+1) when the cross product (B - A) x (P - A) is positive. ``in`` is a crossing from the
 left of A->B to its right, ``out`` the reverse. Points whose projection falls outside the
@@ -22,6 +27,8 @@ import numpy.typing as npt
 
 F64 = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
+I8 = npt.NDArray[np.int8]
+I32 = npt.NDArray[np.int32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +58,20 @@ def in_polygon(points: F64, polygon: F64) -> Bools:
     return Polygons([polygon]).contains(points)[:, 0]
 
 
+class _Tiles:
+    """Rows of per-item constants tiled for ``k`` tracks (``rows x (k * items)``), cached."""
+
+    def __init__(self, rows: npt.NDArray[Any]) -> None:
+        self.rows = rows
+        self._cache: dict[int, npt.NDArray[Any]] = {}
+
+    def __call__(self, k: int) -> npt.NDArray[Any]:
+        t = self._cache.get(k)
+        if t is None:
+            t = self._cache[k] = np.tile(self.rows, (1, k))
+        return t
+
+
 class Polygons:
     """Several polygons' edges stacked once, for one point-in-polygon pass over all of them."""
 
@@ -60,129 +81,129 @@ class Polygons:
         x1 = np.concatenate([np.roll(p[:, 0], -1) for p in polygons]) if polygons else x0
         y1 = np.concatenate([np.roll(p[:, 1], -1) for p in polygons]) if polygons else y0
         self.count = len(polygons)
-        self._y0, self._y1 = y0, y1
-        self._x0 = x0
+        self.edges = len(x0)
         dy = y1 - y0
         # Horizontal edges never straddle a point's horizontal: their slope is never used.
-        self._slope = np.divide(x1 - x0, dy, out=np.zeros_like(dy), where=dy != 0)
+        slope = np.divide(x1 - x0, dy, out=np.zeros_like(dy), where=dy != 0)
+        self._edges = _Tiles(np.stack((x0, y0, y1, slope)))
         self._starts = np.cumsum([0] + [len(p) for p in polygons[:-1]]).astype(np.intp)
 
     def contains(self, points: F64) -> Bools:
         """``n x count``: which point lies in which polygon."""
-        x, y = points[:, 0:1], points[:, 1:2]
-        spans = (self._y0 > y) != (self._y1 > y)  # n x edges: the edge straddles y
-        hits = spans & (x < self._x0 + (y - self._y0) * self._slope)
-        if self.count == 0:
-            return np.zeros((len(points), 0), bool)
-        per = np.add.reduceat(hits.view(np.uint8), self._starts, axis=1)
-        return np.asarray(per % 2 == 1)
+        return self.contains_xy(points[:, 0], points[:, 1])
+
+    def contains_xy(self, px: F64, py: F64) -> Bools:
+        """``n x count`` for the points ``(px, py)``."""
+        n = len(px)
+        if self.count == 0 or n == 0:
+            return np.zeros((n, self.count), bool)
+        x0, y0, y1, slope = self._edges(n)
+        x, y = px.repeat(self.edges), py.repeat(self.edges)  # cell: (point, edge)
+        spans = (y0 > y) != (y1 > y)  # the edge straddles the point's horizontal ...
+        spans &= x < x0 + (y - y0) * slope  # ... right of the point
+        per = spans.reshape(n, self.edges)
+        return np.asarray(np.logical_xor.reduceat(per, self._starts, axis=1))  # odd: inside
 
 
 class ZoneTracker:
     """Debounced zone membership of tracks.
 
-    Per track (``state``, one per track, made by ``new_state``): the debounced membership of
-    every zone and the consecutive frames the raw membership disagreed with it.
+    The per-track state is two ``tracks x zones`` arrays the caller keeps: the debounced
+    membership (bool) and the consecutive frames the raw membership disagreed with it (int32).
     """
 
     def __init__(self, zones: list[Zone]) -> None:
         self.zones = zones
-        self.min_frames = [z.min_frames for z in zones]
         self.polygons = Polygons([z.polygon for z in zones])
+        self._need = _Tiles(np.array([[z.min_frames for z in zones]], np.int32))
 
-    def new_state(self) -> list[list[Any]]:
-        """A track's state before its first frame: in no zone."""
-        n = len(self.zones)
-        return [[False] * n, [0] * n]
-
-    def applies(self, labels: list[str]) -> list[list[bool]]:
-        """Per label, per zone: does the zone count objects of that label."""
-        return [[z.labels is None or lb in z.labels for z in self.zones] for lb in labels]
+    def applies(self, labels: list[str]) -> Bools:
+        """``labels x zones``: does the zone count objects of that label."""
+        table = [[z.labels is None or lb in z.labels for z in self.zones] for lb in labels]
+        return np.array(table, bool).reshape(len(labels), len(self.zones))
 
     def step(
-        self, states: list[list[list[Any]]], points: F64, ok: list[list[bool]]
+        self, inside: Bools, run: I32, px: F64, py: F64, ok: Bools | None
     ) -> list[tuple[int, int, bool]]:
-        """Update the ``states`` of tracks seen in this frame (their ``points`` and ``ok``
-        rows from ``applies``) in place; returns the flips as (index, zone, now inside)."""
-        if not self.zones or not states:
+        """One frame of the ``k`` tracks seen in it: their state rows (``inside``, ``run``,
+        updated in place), feet ``(px, py)`` and ``ok`` rows from ``applies`` (None: every
+        zone counts every track). Returns the flips as (row, zone, now inside), in order."""
+        raw = self.polygons.contains_xy(px, py)
+        if ok is not None:
+            raw &= ok  # a zone that ignores the label never contains it
+        run += 1
+        np.putmask(run, raw == inside, 0)  # agreeing frames reset the count
+        flip = run >= self._need(len(px)).reshape(run.shape)
+        if not np.count_nonzero(flip):
             return []
-        raw = self.polygons.contains(points).tolist()
-        # A few tracks x a few zones: a Python loop is cheaper than a dozen numpy calls.
-        need = self.min_frames
-        flips = []
-        for a, (inside_now, run) in enumerate(states):
-            counts = ok[a]
-            for j, inside in enumerate(raw[a]):
-                inside = inside and counts[j]  # noqa: PLW2901 - a zone that ignores the label
-                if inside == inside_now[j]:
-                    run[j] = 0
-                    continue
-                run[j] += 1
-                if run[j] >= need[j]:
-                    inside_now[j], run[j] = inside, 0
-                    flips.append((a, j, inside))
-        return flips
+        inside ^= flip
+        np.putmask(run, flip, 0)
+        rows, cols = np.nonzero(flip)
+        r, c = rows.tolist(), cols.tolist()
+        return [(a, j, bool(inside[a, j])) for a, j in zip(r, c, strict=True)]
 
 
 class LineCounter:
     """Crossings of tracks over lines, with totals per line.
 
-    Per track (``new_state``): the side of every line it was last on (+1 right, -1 left,
-    0 not known yet) and the consecutive frames it has been seen on the other side.
+    The per-track state is two ``tracks x lines`` arrays the caller keeps: the side of
+    every line the track was last on (+1 right, -1 left, 0 not known yet) and the
+    consecutive frames it has been seen on the other side (int8, int32).
     """
 
     def __init__(self, lines: list[Line]) -> None:
         self.lines = lines
-        self.a = np.array([ln.a for ln in lines], np.float64).reshape(-1, 2)
-        self.d = np.array([ln.b for ln in lines], np.float64).reshape(-1, 2) - self.a
-        self.length = np.maximum(np.hypot(self.d[:, 0], self.d[:, 1]), 1e-9)
-        self.margin = [ln.margin for ln in lines]
-        self.min_frames = [ln.min_frames for ln in lines]
+        a = np.array([ln.a for ln in lines], np.float64).reshape(-1, 2)
+        d = np.array([ln.b for ln in lines], np.float64).reshape(-1, 2) - a
+        length = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
+        margin = np.array([ln.margin for ln in lines], np.float64)
+        consts = (a[:, 0], a[:, 1], d[:, 0], d[:, 1], length, length**2, margin, -margin)
+        self._consts = _Tiles(np.stack(consts))
+        self._need = _Tiles(np.array([[ln.min_frames for ln in lines]], np.int32))
         self.counts = [[0, 0] for _ in lines]  # per line: in, out
 
-    def new_state(self) -> list[list[int]]:
-        """A track's state before its first frame: no side known."""
-        n = len(self.lines)
-        return [[0] * n, [0] * n]
-
-    def applies(self, labels: list[str]) -> list[list[bool]]:
-        """Per label, per line: does the line count objects of that label."""
-        return [[ln.labels is None or lb in ln.labels for ln in self.lines] for lb in labels]
+    def applies(self, labels: list[str]) -> Bools:
+        """``labels x lines``: does the line count objects of that label."""
+        table = [[ln.labels is None or lb in ln.labels for ln in self.lines] for lb in labels]
+        return np.array(table, bool).reshape(len(labels), len(self.lines))
 
     def step(
-        self, states: list[list[list[int]]], points: F64, ok: list[list[bool]]
+        self, side: I8, run: I32, px: F64, py: F64, ok: Bools | None
     ) -> list[tuple[int, int, int]]:
-        """Update the ``states`` of tracks seen in this frame in place; returns the crossings
-        as (index, line, +1 in / -1 out)."""
-        if not self.lines or not states:
+        """One frame of the tracks seen in it (as ``ZoneTracker.step``, state updated in
+        place). Returns the crossings as (row, line, +1 in / -1 out), in order."""
+        k, n_lines = side.shape
+        ax, ay, dx, dy, length, length2, margin, neg_margin = self._consts(k)
+        rel_x = px.repeat(n_lines) - ax  # cell: (track, line)
+        rel_y = py.repeat(n_lines) - ay
+        cross = (dx * rel_y - dy * rel_x) / length
+        along = (rel_x * dx + rel_y * dy) / length2
+        # Beyond the segment's ends: forget the side. Within the margin: no information.
+        inseg = along >= 0.0
+        inseg &= along <= 1.0
+        raw = (cross > margin).view(np.int8) - (cross < neg_margin).view(np.int8)
+        reset = ~inseg
+        act = inseg & (raw != 0)
+        if ok is not None:
+            okf = ok.reshape(-1)
+            reset &= okf
+            act &= okf
+        sd, st = side.reshape(-1), run.reshape(-1)  # views: updates land in side and run
+        first = act & (sd == 0)  # first sight: a side, no crossing
+        same = act & (raw == sd)
+        other = act ^ first ^ same  # seen on the other side
+        st += other
+        np.putmask(st, same | reset, 0)
+        crossed = other & (st >= self._need(k)[0])
+        np.putmask(sd, first | crossed, raw)
+        np.putmask(sd, reset, 0)
+        if not np.count_nonzero(crossed):
             return []
-        rel = points[:, None, :] - self.a[None, :, :]  # k x L x 2
-        cross = ((self.d[:, 0] * rel[..., 1] - self.d[:, 1] * rel[..., 0]) / self.length).tolist()
-        along = (
-            (rel[..., 0] * self.d[:, 0] + rel[..., 1] * self.d[:, 1]) / self.length**2
-        ).tolist()
-        applies = ok
-        margin, need = self.margin, self.min_frames
+        np.putmask(st, crossed, 0)
         out = []
-        for a, (sd, st) in enumerate(states):
-            for j in range(len(self.lines)):
-                if not applies[a][j]:
-                    continue
-                if not 0.0 <= along[a][j] <= 1.0:  # beyond the segment's ends: forget
-                    sd[j] = st[j] = 0
-                    continue
-                c = cross[a][j]
-                raw = 1 if c > margin[j] else -1 if c < -margin[j] else 0
-                if raw == 0:  # on the line (within the margin): no information
-                    continue
-                if sd[j] == 0:  # first sight: a side, no crossing
-                    sd[j] = raw
-                elif raw == sd[j]:
-                    st[j] = 0
-                else:
-                    st[j] += 1
-                    if st[j] >= need[j]:
-                        sd[j], st[j] = raw, 0
-                        self.counts[j][0 if raw > 0 else 1] += 1
-                        out.append((a, j, raw))
+        for c in np.flatnonzero(crossed).tolist():
+            a, j = divmod(c, n_lines)
+            d = int(sd[c])
+            self.counts[j][0 if d > 0 else 1] += 1
+            out.append((a, j, d))
         return out
