@@ -40,7 +40,7 @@ from edgeyolo.gpu.errors import check, driver
 from edgeyolo.gpu.nvrtc import compile_kernel, load_kernels, nvrtc_version
 from edgeyolo.gpu.pathbench import with_path
 from edgeyolo.preprocess import Preprocessor
-from edgeyolo.runner import ModelRunner
+from edgeyolo.runner import ModelRunner, run_frame
 
 REPO = Path(__file__).resolve().parents[1]
 DET = REPO / "models" / "edgeyolo-demo-det.onnx"
@@ -230,14 +230,25 @@ def gpu_path_bench(row: Any, results: dict[str, Any], cfg_path: Path, frames: in
         rc = main(["bench", "--gpu-path", "-c", str(cfg_path), "--frames", str(frames)])
     rep = json.loads(buf.getvalue().strip().splitlines()[-1])
     results["gpu_path_bench"] = {"rc": rc, **rep}
-    for where in ("gpu", "cpu"):
+    for where in ("gpu", "gpu_streams", "cpu"):
         r = rep[where]
-        tag = f"bench/{where} pre+decode"
+        tag = {"gpu": "bench/gpu path, graph", "gpu_streams": "bench/gpu path, streams"}.get(
+            where, "bench/cpu pre+decode"
+        )
         row(
             tag,
             "engine-only (4 engines concurrent, filled slot)",
             f"{r['engine_only_fps']:.0f} fps",
         )
+        if "engine_only_graph_fps" in r:
+            row(
+                tag,
+                "engine-only as one CUDA graph (staged frame replayed)",
+                f"{r['engine_only_graph_fps']:.0f} fps, used {r['graph_used']} "
+                f"{r['graph_unused_reason']}".rstrip(),
+            )
+        if "launch_cpu_ms" in r:
+            row(tag, "host: graph launch + event record", f"{r['launch_cpu_ms']:.3f} ms")
         row(
             tag,
             "whole pipeline (edgeyolo bench, video flat out)",
@@ -261,9 +272,14 @@ def _rss_mib() -> float:
 
 
 async def leak_gpu_path(
-    row: Any, results: dict[str, Any], cfg_path: Path, n: int, frames: Any
+    row: Any, results: dict[str, Any], cfg_path: Path, n: int, frames: Any, graph: bool = False
 ) -> None:
     cfg = load_config(cfg_path)
+    if graph:
+        gpu = cfg.tensorrt.gpu.model_copy(update={"cuda_graph": "on"})
+        cfg = cfg.model_copy(update={"tensorrt": cfg.tensorrt.model_copy(update={"gpu": gpu})})
+    tag = "leak/gpu-path" + (", graph" if graph else "")
+    key = "leak_gpu_path" + ("_graph" if graph else "")
     backend = TensorRTBackend(cfg.tensorrt)
     try:
         runners = [ModelRunner.open(backend, m) for m in cfg.models]
@@ -272,11 +288,19 @@ async def leak_gpu_path(
         imgs = frames(300)
         ctx = backend.context
 
+        launches = [backend.frame_launch(ss, [r.engine for r in runners]) for ss in slots]
+
         async def frame(i: int) -> int:
             ss = slots[i % 2]
-            lbs = {spec: ss[spec].fill(imgs[i % len(imgs)])}
-            outs = await asyncio.gather(*(r.run(ss, lbs) for r in runners))
-            return sum(len(o.detections) for o in outs)
+            launch = launches[i % 2] if graph else None
+            if launch is not None:
+                lbs = launch.stage(imgs[i % len(imgs)])
+                outs = await run_frame(runners, launch, lbs)
+                assert not any(isinstance(o, BaseException) for o in outs), outs
+            else:
+                lbs = {spec: ss[spec].fill(imgs[i % len(imgs)])}
+                outs = await asyncio.gather(*(r.run(ss, lbs) for r in runners))
+            return sum(len(o.detections) for o in outs if not isinstance(o, BaseException))
 
         for i in range(50):
             await frame(i)
@@ -291,23 +315,27 @@ async def leak_gpu_path(
         ctx.synchronize()
         free1, _ = ctx.memory()
         rss1 = _rss_mib()
+        for launch in launches:
+            if launch is not None:
+                launch.close()
         overflows = sum(
             int(getattr(getattr(r.engine, "gpu_decode", None), "overflows", 0)) for r in runners
         )
         row(
-            "leak/gpu-path",
-            f"{n} frames x 4 engines, GPU fill + GPU decode + NMS (runner.run)",
+            tag,
+            f"{n} frames x 4 engines, GPU fill + GPU decode + NMS "
+            + ("(runner.run_frame, CUDA graphs)" if graph else "(runner.run)"),
             f"{took / n * 1e3:.2f} ms/frame ({n / took:.0f} fps), "
             f"{dets / n:.1f} detections/frame, overflows {overflows}",
         )
         row(
-            "leak/gpu-path",
+            tag,
             "device memory used before -> after (MiB); RSS (MiB)",
             f"{(total - free0) / 2**20:.0f} -> {(total - free1) / 2**20:.0f} "
             f"(delta {(free0 - free1) / 2**20:+.1f}); "
             f"RSS {rss0:.0f} -> {rss1:.0f}",
         )
-        results["leak_gpu_path"] = {
+        results[key] = {
             "frames": n,
             "ms_per_frame": took / n * 1e3,
             "device_used_delta_mib": (free0 - free1) / 2**20,
@@ -345,6 +373,11 @@ async def gpu_path_sections(
     except Exception as exc:
         traceback.print_exc()
         row("error", f"leak/gpu-path: {type(exc).__name__}", str(exc)[:300])
+    try:
+        await leak_gpu_path(row, results, cfg_path, n_leak, frames, graph=True)
+    except Exception as exc:
+        traceback.print_exc()
+        row("error", f"leak/gpu-path graph: {type(exc).__name__}", str(exc)[:300])
 
 
 def gpu_path_bench_section(workdir: Path, row: Any, results: dict[str, Any]) -> None:
@@ -365,7 +398,7 @@ def gpu_path_bench_section(workdir: Path, row: Any, results: dict[str, Any]) -> 
 
 def profile_pipeline(workdir: Path, row: Any, frames: int = 300) -> None:
     """Where the loop's time goes on the GPU path: cProfile of one ``bench_pipeline`` run."""
-    cfg = with_path(load_config(workdir / "gpu-path.json"), "gpu")
+    cfg = with_path(load_config(workdir / "gpu-path.json"), "gpu", "auto")
     prof = cProfile.Profile()
     prof.enable()
     report = bench_pipeline(cfg, frames, 10, False)

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from edgeyolo.events import DetectionEvent
-from edgeyolo.runner import to_detections
+from edgeyolo.runner import run_frame, to_detections
 from edgeyolo.stages import FrameResult, ModelOutput, run_stages
 from edgeyolo.telemetry import FrameTimings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from edgeyolo.engines.base import Backend, InputSlot, TensorSpec
+    from edgeyolo.engines.base import Backend, FrameLaunch, InputSlot, TensorSpec
     from edgeyolo.events import StatsEvent
     from edgeyolo.frames import Frame, Letterbox
     from edgeyolo.runner import ModelRunner
@@ -46,12 +46,17 @@ _ms = 1e-6  # ns -> ms
 
 @dataclass
 class _SlotSet:
-    """One input slot per distinct input spec, with the letterbox of the frame it holds."""
+    """One input slot per distinct input spec, with the letterbox of the frame it holds, and
+    the backend's joint launch of all engines on these slots when it has one (a CUDA graph)."""
 
     slots: dict[TensorSpec, InputSlot]
     letterboxes: dict[TensorSpec, Letterbox] = field(default_factory=dict)
+    launch: FrameLaunch | None = None
 
     def fill(self, image: Any) -> None:
+        if self.launch is not None:
+            self.letterboxes.update(self.launch.stage(image))
+            return
         for spec, slot in self.slots.items():
             self.letterboxes[spec] = slot.fill(image)
 
@@ -92,6 +97,13 @@ class CameraPipeline:
                 self._slotsets.append(_SlotSet({}))
                 for s in specs:
                     self._slotsets[-1].slots[s] = backend.allocate_input(s)
+            # One launch per frame for all engines where the backend offers it (TensorRT's
+            # CUDA graphs); each engine on its own otherwise.
+            make = getattr(backend, "frame_launch", None)
+            if make is not None and not sequential:
+                engines = [r.engine for r in runners]
+                for ss in self._slotsets:
+                    ss.launch = make(ss.slots, engines)
         except BaseException:
             self.close()
             raise
@@ -115,6 +127,9 @@ class CameraPipeline:
             stage.close()
         self.stages.clear()
         for ss in reversed(self._slotsets):
+            if ss.launch is not None:
+                ss.launch.close()
+                ss.launch = None
             for slot in reversed(list(ss.slots.values())):
                 slot.close()
         self._slotsets.clear()
@@ -151,6 +166,8 @@ class CameraPipeline:
                 inflight.append(
                     asyncio.create_task(self._process(frame, ss, timings, inferred, prev))
                 )
+                # Let that frame enter the engines before the next one is fetched and filled.
+                await asyncio.sleep(0)
             while inflight:
                 await inflight[0]
                 inflight.pop(0)
@@ -161,7 +178,13 @@ class CameraPipeline:
                 t.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _infer_all(self, ss: _SlotSet) -> list[ModelOutput | BaseException]:
+    async def _infer_all(
+        self, ss: _SlotSet, released: asyncio.Event
+    ) -> list[ModelOutput | BaseException]:
+        """Every model on the frame in ``ss``; ``released`` is set once the engines are free
+        for the next frame (with a joint launch: before the outputs are decoded)."""
+        if ss.launch is not None:
+            return await run_frame(self.runners, ss.launch, ss.letterboxes, released)
         if not self.sequential:
             return await asyncio.gather(
                 *(r.run(ss.slots, ss.letterboxes) for r in self.runners), return_exceptions=True
@@ -208,7 +231,7 @@ class CameraPipeline:
         (the camera's previous frame) has ended, its stages and sinks."""
         t_infer = time.perf_counter_ns()
         try:
-            results = await self._infer_all(ss)
+            results = await self._infer_all(ss, inferred)
         finally:
             inferred.set()
         # The infer stage includes each engine's decode, which overlaps the other engines.

@@ -11,6 +11,7 @@ cameras noticing (``edgeyolo.batching``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 
     from edgeyolo.batching import BatchObserver
     from edgeyolo.config import ModelConfig
-    from edgeyolo.engines.base import Backend, Engine, InputSlot, TensorSpec
+    from edgeyolo.engines.base import Backend, Engine, FrameLaunch, InputSlot, TensorSpec
     from edgeyolo.frames import Letterbox
 
 _log = structlog.get_logger("edgeyolo.runner")
@@ -184,6 +185,32 @@ class ModelRunner:
         self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), infer_ms, decode_ms))
         return self.output(dets, infer_ms, decode_ms)
 
+    def finish(
+        self,
+        raw: npt.NDArray[np.float32] | Candidates | BaseException,
+        letterboxes: Mapping[TensorSpec, Letterbox],
+        t_wait: int,
+        t0: int,
+        t1: int,
+    ) -> ModelOutput | BaseException:
+        """Decode and report one engine result of a joint launch (``run_frame``); an
+        exception is counted as a failure and returned for the caller to isolate."""
+        if isinstance(raw, BaseException):
+            self.failures += 1
+            self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
+            return raw
+        t_decode = time.perf_counter_ns()
+        try:
+            dets = self.decode(raw, letterboxes[self.input_spec])
+        except Exception as exc:
+            self.failures += 1
+            self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
+            return exc
+        infer_ms = (t1 - t0) * _ms
+        decode_ms = (time.perf_counter_ns() - t_decode) * _ms
+        self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), infer_ms, decode_ms))
+        return self.output(dets, infer_ms, decode_ms)
+
     def should_log_failure(self) -> bool:
         """Log the 1st, 10th, 100th and every 1000th failure, not every frame's."""
         n = self.failures
@@ -222,6 +249,52 @@ def to_detections(dets: Detections, labels: Sequence[str]) -> tuple[Detection, .
         )
         for i in range(len(scores))
     )
+
+
+async def run_frame(
+    runners: Sequence[ModelRunner],
+    launch: FrameLaunch,
+    letterboxes: Mapping[TensorSpec, Letterbox],
+    released: asyncio.Event | None = None,
+) -> list[ModelOutput | BaseException]:
+    """Every runner's engine on the frame ``launch`` staged, as one launch (a CUDA graph).
+
+    Holds all the runners' locks for the launch (taken in one global order, so cameras that
+    share models cannot deadlock), decodes outputs the engines reuse under them and the rest
+    after, then sets ``released``: the engines are free for the next frame while this one is
+    decoded. Per runner: its output, or the exception (counted as its failure).
+    """
+    # The frame's own letterboxes: the slot set's are replaced by the frame after next, which
+    # may be staged before this one's decodes (after ``released``).
+    letterboxes = dict(letterboxes)
+    order = sorted(range(len(runners)), key=lambda i: id(runners[i]))
+    t_wait = time.perf_counter_ns()
+    async with contextlib.AsyncExitStack() as stack:
+        for i in order:
+            await stack.enter_async_context(runners[i].lock)
+        t0 = time.perf_counter_ns()
+        try:
+            raws = await launch.infer()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the launch itself failed: every engine in it did
+            raws = [exc] * len(runners)
+        t1 = time.perf_counter_ns()
+        results: list[ModelOutput | BaseException | None] = [None] * len(runners)
+        for i, runner in enumerate(runners):
+            if not runner.engine.output_owned:
+                results[i] = runner.finish(raws[i], letterboxes, t_wait, t0, t1)
+    if released is not None:
+        released.set()
+        # Let the next frame's launch go first (the GPU would idle through these decodes):
+        # the first yield lets the pipeline's loop wake and create the next frame's task, the
+        # second lets that task launch (asyncio runs ready callbacks in FIFO order).
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    for i, runner in enumerate(runners):
+        if results[i] is None:
+            results[i] = runner.finish(raws[i], letterboxes, t_wait, t0, t1)
+    return [r for r in results if r is not None]
 
 
 def open_runners(backend: Backend, models: list[ModelConfig]) -> list[ModelRunner]:

@@ -277,7 +277,9 @@ class TorchGraphExecutor:
             side.synchronize()
             if self.use_graph:
                 try:
-                    graph = torch.cuda.CUDAGraph()
+                    # keep_graph: the cudaGraph_t stays, to be spliced into a frame graph that
+                    # edgeyolo captures (``_splice``), as TensorRT's enqueueV3 can be captured.
+                    graph = torch.cuda.CUDAGraph(keep_graph=True)
                     with torch.cuda.graph(graph, stream=side):
                         self._step()
                     side.synchronize()
@@ -285,6 +287,26 @@ class TorchGraphExecutor:
                 except Exception as exc:  # report and run eagerly instead
                     self.capture_error = f"{type(exc).__name__}: {exc}"
                     torch.cuda.synchronize()
+
+    def _splice(self, stream_handle: int, ptr: int) -> None:
+        """While the stream is captured: the input copy, then the model's graph as a child
+        node of the graph being captured (PyTorch refuses to replay during a capture)."""
+        from edgeyolo.gpu import check, driver
+
+        drv = driver()
+        stream = drv.CUstream(stream_handle)
+        nbytes = self.inp.numel() * self.inp.element_size()
+        check(drv.cuMemcpyDtoDAsync(self.inp.data_ptr(), ptr, nbytes, stream), "copy input")
+        info = check(drv.cuStreamGetCaptureInfo(stream), "cuStreamGetCaptureInfo")
+        # cuda.bindings 13: (status, id, graph, dependencies, edge data, count); 12: no edge data
+        graph, deps, count = info[2], info[3], info[-1]
+        child = self.graph.raw_cuda_graph()
+        node = check(drv.cuGraphAddChildGraphNode(graph, deps, count, child), "add child graph")
+        flag = drv.CUstreamUpdateCaptureDependencies_flags.CU_STREAM_SET_CAPTURE_DEPENDENCIES
+        try:
+            check(drv.cuStreamUpdateCaptureDependencies(stream, [node], None, 1, flag))
+        except TypeError:  # cuda-python 12.x has no edge data argument
+            check(drv.cuStreamUpdateCaptureDependencies(stream, [node], 1, flag))
 
     def _step(self) -> None:
         results = self.model.forward(self.inp)
@@ -294,7 +316,12 @@ class TorchGraphExecutor:
     def __call__(self, stream_handle: int) -> None:
         import torch
 
+        from edgeyolo.gpu.graph import is_capturing
+
         ptr = self.context.addresses[self.in_name]
+        if self.graph is not None and is_capturing(stream_handle):
+            self._splice(stream_handle, ptr)
+            return
         src = self._views.get(ptr)
         if src is None:
             src = torch.as_tensor(_CudaArray(ptr, self.in_shape, self.in_dtype), device="cuda")

@@ -201,6 +201,13 @@ class GpuPathConfig(Strict):
         Path("~/.cache/edgeyolo/kernels"),
         description="Where the CUDA kernels compiled at start-up (NVRTC) are cached.",
     )
+    cuda_graph: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="One launch per frame: capture a camera's upload, letterbox, engines and "
+        "decodes into a CUDA graph per slot set and replay it. 'auto': where the capture works "
+        "(else stream launches, logged once); 'on': a failed capture is an error; 'off': "
+        "stream launches. Models with max_batch > 1 always use stream launches.",
+    )
 
 
 class TensorRTConfig(Strict):

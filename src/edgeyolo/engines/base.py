@@ -113,14 +113,18 @@ class HostFill(ABC):
     def commit(self) -> None: ...
 
     def fill(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        lb = self.letterbox_host(image)
+        self.commit()
+        return lb
+
+    def letterbox_host(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        """The CPU letterbox of ``image`` into ``host`` (no upload)."""
         pre = self._letterbox
         if pre is None:
             from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415 - cv2 on first use
 
             pre = self._letterbox = Preprocessor(*self.spec.hw)
-        lb = pre(image, self.host)
-        self.commit()
-        return lb
+        return pre(image, self.host)
 
 
 @runtime_checkable
@@ -170,6 +174,23 @@ class BatchEngine(Engine, Protocol):
         Called with 1 to ``max_batch`` (the model's config) slots, one call at a time.
         """
         ...
+
+
+@runtime_checkable
+class FrameLaunch(Protocol):
+    """Every engine of a camera on one slot set, launched as one unit (TensorRT: a CUDA
+    graph per frame). A backend that can offers ``frame_launch(slots, engines)``."""
+
+    def stage(self, image: npt.NDArray[np.uint8]) -> dict[TensorSpec, Letterbox]:
+        """The host part of filling the slots with ``image``; the rest is in ``infer``."""
+        ...
+
+    async def infer(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+        """Run every engine (in the order given) on the staged frame: per engine what its
+        ``infer`` returns, or the exception it raised. The caller holds the engines' locks."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @runtime_checkable

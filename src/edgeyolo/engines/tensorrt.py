@@ -43,8 +43,12 @@ from edgeyolo.engines.trt_slot import TensorRTInputSlot
 from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from edgeyolo.config import ModelConfig, TensorRTConfig
+    from edgeyolo.engines.base import Engine, InputSlot
     from edgeyolo.engines.trt_gpu import GpuKernels
+    from edgeyolo.engines.trt_graph import FrameGraph
     from edgeyolo.gpu import CudaContext
 
 
@@ -80,6 +84,8 @@ class TensorRTBackend:
         self._waiter = make_waiter(config.wait)
         self._engines: list[TensorRTEngine] = []
         self._slots: list[TensorRTInputSlot] = []
+        self._launches: list[FrameGraph] = []
+        self._graph_reasons: set[str] = set()
         self._log = structlog.get_logger().bind(backend="tensorrt")
         self._log.info(
             "tensorrt backend",
@@ -87,6 +93,7 @@ class TensorRTBackend:
             compute=".".join(map(str, self._ctx.compute_capability)),
             tensorrt=self._trt_version,
             wait=config.wait,
+            cuda_graph=config.gpu.cuda_graph,
         )
         self._kernels = self._load_kernels(config)
 
@@ -198,9 +205,38 @@ class TensorRTBackend:
         self._slots.append(slot)
         return slot
 
+    def frame_launch(
+        self, slots: Mapping[TensorSpec, InputSlot], engines: Sequence[Engine]
+    ) -> FrameGraph | None:
+        """One launch per frame for these engines on this slot set (``tensorrt.gpu.cuda_graph``),
+        or None: graphs are off, or a model batches frames across cameras."""
+        mode = self._config.gpu.cuda_graph
+        ours = [e for e in engines if isinstance(e, TensorRTEngine)]
+        mine = {s: v for s, v in slots.items() if isinstance(v, TensorRTInputSlot)}
+        reason = ""
+        if mode == "off":
+            reason = "tensorrt.gpu.cuda_graph is off"
+        elif len(ours) != len(engines) or len(mine) != len(slots):
+            reason = "engines or slots of another backend"
+        elif any(e.batch_rows > 1 for e in ours):
+            reason = "a model batches frames across cameras (max_batch > 1)"
+        if reason:
+            if reason not in self._graph_reasons:
+                self._graph_reasons.add(reason)
+                self._log.info("cuda graph not used: stream launches per engine", reason=reason)
+            return None
+        from edgeyolo.engines.trt_graph import FrameGraph  # noqa: PLC0415
+
+        launch = FrameGraph(mine, ours, self._upload, self._waiter, mode)
+        self._launches.append(launch)
+        return launch
+
     def close(self) -> None:
         """Finish GPU work, then release engines, slots, waiter, stream and context."""
         self._ctx.synchronize()
+        for launch in reversed(self._launches):
+            launch.close()
+        self._launches.clear()
         for engine in reversed(self._engines):
             engine.close()
         self._engines.clear()

@@ -105,6 +105,7 @@ class TensorRTEngine:
         )
         self._bound_input = 0
         self._busy = False
+        self._timed = True  # the last enqueue recorded the timing events
         self._decode: DeviceDecode | None = None
         self.last_enqueue_ms = 0.0
         self.last_gpu_ms = 0.0
@@ -158,6 +159,11 @@ class TensorRTEngine:
         return tuple(arr.shape), arr.dtype
 
     @property
+    def done_event(self) -> Event:
+        """Recorded on this engine's stream after each frame's work (and its copies back)."""
+        return self._done
+
+    @property
     def gpu_decode(self) -> DeviceDecode | None:
         """The GPU decode, when ``infer`` returns candidates instead of the raw output."""
         return self._decode
@@ -174,24 +180,32 @@ class TensorRTEngine:
             self._decode.close()
         self._decode = decode
 
-    def _execute(self, context: trt.IExecutionContext, rows: int, input_ptr: int) -> None:
+    def _execute(
+        self, context: trt.IExecutionContext, rows: int, input_ptr: int, timed: bool = True
+    ) -> None:
         """Enqueue ``execute_async_v3`` on this engine's stream for ``rows`` frames read from
-        ``input_ptr`` (re-bound only when it changed), between the timing events if any."""
+        ``input_ptr`` (re-bound only when it changed), between the timing events if any
+        (``timed=False`` while a graph is captured: those events would not be recorded)."""
         stream = self._stream
+        t0, t1 = (self._t0, self._t1) if timed else (None, None)
         self._set_rows(context, rows, f"engine '{self._name}'")
         if input_ptr != self._bound_input:
             if not context.set_tensor_address(self._input_name, input_ptr):
                 raise ModelError(f"engine '{self._name}': cannot bind input '{self._input_name}'")
             self._bound_input = input_ptr
-        if self._t0 is not None:
-            self._t0.record(stream)
+        if t0 is not None:
+            t0.record(stream)
         if not context.execute_async_v3(stream.ptr):
             raise ModelError(f"engine '{self._name}': execute_async_v3 failed (see the log)")
-        if self._t1 is not None:
-            self._t1.record(stream)
+        if t1 is not None:
+            t1.record(stream)
 
-    def enqueue(self, slot: InputSlot) -> Event:
-        """Enqueue this engine's work for ``slot`` on its stream; returns the done event."""
+    def enqueue(self, slot: InputSlot, *, capturing: bool = False) -> Event:
+        """Enqueue this engine's work for ``slot`` on its stream; returns the done event.
+
+        ``capturing``: a frame graph is being captured (engines/trt_graph.py): the work is
+        recorded into it instead of run, without the timing events.
+        """
         context = self._context
         if context is None:
             raise RuntimeError(f"engine '{self._name}' is closed")
@@ -206,7 +220,8 @@ class TensorRTEngine:
         start = time.perf_counter()
         stream = self._stream
         stream.wait_event(slot.ready)
-        self._execute(context, 1, slot.device_ptr)
+        self._execute(context, 1, slot.device_ptr, timed=not capturing)
+        self._timed = not capturing
         if self._decode is not None:
             self._decode.enqueue(self._outputs[0].device.ptr, stream)
         else:
@@ -220,7 +235,7 @@ class TensorRTEngine:
     def result(self) -> npt.NDArray[np.float32]:
         """The output of the last completed enqueue (valid until the next one)."""
         host = self._outputs[0].host.array
-        if self._t0 is not None and self._t1 is not None:
+        if self._t0 is not None and self._t1 is not None and self._timed:
             self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
         if self._out32 is None:
             out: npt.NDArray[np.float32] = host
@@ -238,25 +253,31 @@ class TensorRTEngine:
             done = self.enqueue(slot)
             # The polling waiter keeps its own per-stream estimate of the GPU time.
             await self._waiter.wait(done, self._stream)
-            decode = self._decode
-            if decode is None:
-                return self.result()
-            step = decode.after_wait(self._stream)
-            if step == "overflow":
-                for out in self._outputs:
-                    self._stream.copy_dtoh(out.host, out.device)
-            if step != "done":
-                self._done.record(self._stream)
-                await self._waiter.wait(self._done, self._stream)
-            if step == "overflow":
-                # A copy, like the candidates: the caller owns what a GPU-decoding engine returns.
-                owned: npt.NDArray[np.float32] = self.result().copy()
-                return owned
-            if self._t0 is not None and self._t1 is not None:
-                self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
-            return decode.candidates(0)
+            return await self.collect()
         finally:
             self._busy = False
+
+    async def collect(self) -> npt.NDArray[np.float32] | Candidates:
+        """What ``infer`` returns, once the work of the last ``enqueue`` (or of the frame graph
+        that contains it) completed: the raw output, or the GPU decode's candidates (fetching
+        records past the first copy, or the whole output on an overflow frame, if needed)."""
+        decode = self._decode
+        if decode is None:
+            return self.result()
+        step = decode.after_wait(self._stream)
+        if step == "overflow":
+            for out in self._outputs:
+                self._stream.copy_dtoh(out.host, out.device)
+        if step != "done":
+            self._done.record(self._stream)
+            await self._waiter.wait(self._done, self._stream)
+        if step == "overflow":
+            # A copy, like the candidates: the caller owns what a GPU-decoding engine returns.
+            owned: npt.NDArray[np.float32] = self.result().copy()
+            return owned
+        if self._t0 is not None and self._t1 is not None and self._timed:
+            self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
+        return decode.candidates(0)
 
     async def infer_batch(
         self, slots: Sequence[InputSlot]
@@ -288,6 +309,7 @@ class TensorRTEngine:
             stream = self._stream
             batch.gather(stream, ours)
             self._execute(context, n, batch.ptr)
+            self._timed = True
             decode = self._decode
             if decode is not None:
                 decode.enqueue(self._outputs[0].device.ptr, stream, n)

@@ -84,6 +84,8 @@ class GpuFill(Closing):
         self.integrated = integrated
         self._staging: PinnedBuffer | None = None
         self._frame: DeviceBuffer | None = None
+        self._size = (0, 0)  # (width, height) of the staged frame
+        self._generation = 0  # bumped when the staging/frame buffers are replaced
 
     def _ensure(self, nbytes: int, stream: Stream) -> None:
         from edgeyolo.gpu import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
@@ -92,6 +94,7 @@ class GpuFill(Closing):
             return
         stream.synchronize()  # a larger source: only when the frame size grows
         self._release_frame()
+        self._generation += 1
         self._staging = PinnedBuffer((nbytes,), np.uint8, mapped=self.integrated)
         if not self.integrated:
             self._frame = DeviceBuffer(nbytes)
@@ -103,6 +106,13 @@ class GpuFill(Closing):
 
         The caller makes ``stream`` wait for the previous readers of ``dst_ptr`` first.
         """
+        lb = self.stage(image, stream)
+        self.enqueue(dst_ptr, stream, batch_index)
+        return lb
+
+    def stage(self, image: npt.NDArray[np.uint8], stream: Stream) -> Letterbox:
+        """Copy ``image`` (HxWx3 BGR) into the pinned staging buffer; the host half of
+        ``fill``. ``stream`` is synchronized only when a larger frame needs a new buffer."""
         h, w = int(image.shape[0]), int(image.shape[1])
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
@@ -112,12 +122,26 @@ class GpuFill(Closing):
         self._ensure(nbytes, stream)
         assert self._staging is not None
         np.copyto(self._staging.array[:nbytes].reshape(h, w, 3), image)
+        self._size = (w, h)
+        return self.kernel.geometry(w, h)
+
+    @property
+    def staged_key(self) -> tuple[int, int, int]:
+        """Width and height of the staged frame, and the generation of the buffers it is in."""
+        return (*self._size, self._generation)
+
+    def enqueue(self, dst_ptr: int, stream: Stream, batch_index: int = 0) -> None:
+        """The GPU half of ``fill``: upload the staged frame (not on integrated GPUs) and
+        letterbox it into ``dst_ptr``."""
+        assert self._staging is not None, "stage() a frame first"
+        w, h = self._size
+        nbytes = h * w * 3
         if self._frame is not None:
             stream.copy_htod(self._frame, self._staging, nbytes)
             src = self._frame.ptr
         else:
             src = self._staging.device_ptr
-        return self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
+        self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
 
     def _release_frame(self) -> None:
         if self._frame is not None:

@@ -76,12 +76,36 @@ class TensorRTInputSlot(HostFill):
 
     def fill(self, image: npt.NDArray[np.uint8]) -> Letterbox:
         """Letterbox ``image`` into the device input (GPU or CPU letterbox); returns at once."""
-        if self._gpu is None:
-            return super().fill(image)
-        self._wait_readers()
-        lb = self._gpu.fill(image, self._device.ptr, self._upload)
-        self.ready.record(self._upload)
+        lb = self.stage(image)
+        self.enqueue_upload()
         return lb
+
+    def stage(self, image: npt.NDArray[np.uint8]) -> Letterbox:
+        """The host half of ``fill``: the frame copied into pinned staging (GPU letterbox) or
+        letterboxed into ``host`` (CPU letterbox). ``enqueue_upload`` does the GPU half."""
+        if self._gpu is None:
+            return self.letterbox_host(image)
+        return self._gpu.stage(image, self._upload)
+
+    def enqueue_upload(self, wait_readers: bool = True) -> None:
+        """The GPU half of ``fill`` on the upload stream, then ``ready`` is recorded.
+
+        ``wait_readers=False`` while a frame graph is captured: there the engines that read
+        the slot before are done on the host's word (their graph or frame completed).
+        """
+        if wait_readers:
+            self._wait_readers()
+        if self._gpu is None:
+            self._upload.copy_htod(self._device, self._pinned)
+        else:
+            self._gpu.enqueue(self._device.ptr, self._upload)
+        self.ready.record(self._upload)
+
+    @property
+    def staging_key(self) -> tuple[int, ...]:
+        """What a captured upload depends on besides the slot: the staged frame's size and
+        staging buffer (a graph captured for another key must not be replayed)."""
+        return () if self._gpu is None else self._gpu.staged_key
 
     def commit(self) -> None:
         """Enqueue one host-to-device copy of ``host`` and record ``ready``; returns at once."""

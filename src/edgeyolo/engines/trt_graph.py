@@ -1,0 +1,181 @@
+"""One launch per frame: a camera's whole frame of GPU work as one CUDA graph per slot set.
+
+Per slot set (the pipeline alternates two) and per staged frame size, the first frame runs
+on streams as usual: that is the warm-up TensorRT asks for before ``enqueueV3`` is captured
+(it flushes deferred updates; shapes are set once and stay). The next frame of that size is
+captured from the backend's upload stream: the frame's upload and letterbox (or the upload of
+the CPU letterbox), a fork to every engine's stream, each engine's ``execute_async_v3`` and its
+decode kernel with the small copy back (or the full output copy), and the join back. From then
+on a frame costs the host one copy into pinned staging, one ``cuGraphLaunch``, one event to
+poll and each engine's candidates to read.
+
+A graph bakes in every address and size: the slot set's buffers, the engines' bound buffers
+and the frame size, so each (slot set, size) gets its own graph (a few sizes are kept) and a
+staging buffer that grows drops them. Engines with data-dependent shapes, loops or other work
+TensorRT cannot capture fail the capture: with ``cuda_graph: auto`` that is logged once and
+the frames run on streams (same results); with ``on`` it is an error.
+
+The engines' locks are held by the caller (``runner.run_frame``) for the whole launch, so no
+other camera's frame uses the engines or their output buffers meanwhile, and every earlier
+reader of the slot set finished before (the host saw its completion): the captured upload
+does not wait on events from outside the capture.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from edgeyolo.closing import Closing
+from edgeyolo.errors import ModelError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    import numpy as np
+    import numpy.typing as npt
+
+    from edgeyolo.engines.base import TensorSpec
+    from edgeyolo.engines.trt_engine import TensorRTEngine
+    from edgeyolo.engines.trt_slot import TensorRTInputSlot
+    from edgeyolo.frames import Letterbox
+    from edgeyolo.gpu import Stream, Waiter
+    from edgeyolo.gpu.graph import Graph
+    from edgeyolo.postprocess import Candidates
+
+GraphMode = Literal["auto", "on", "off"]
+MAX_GRAPHS = 4  # frame sizes kept per slot set
+_ms = 1e-6
+
+
+class FrameGraph(Closing):
+    """A camera's engines on one slot set: stream launches first, then one graph per frame."""
+
+    def __init__(
+        self,
+        slots: Mapping[TensorSpec, TensorRTInputSlot],
+        engines: Sequence[TensorRTEngine],
+        upload: Stream,
+        waiter: Waiter,
+        mode: GraphMode,
+    ) -> None:
+        from edgeyolo.gpu import Event  # noqa: PLC0415
+
+        self._slots = dict(slots)
+        self._engines = list(engines)
+        self._upload = upload
+        self._waiter = waiter
+        self.mode = mode
+        self._graphs: dict[tuple[int, ...], Graph] = {}
+        self._warm: set[tuple[int, ...]] = set()
+        self._key: tuple[int, ...] = ()
+        self._done = Event()
+        self.disabled_reason = "" if mode != "off" else "tensorrt.gpu.cuda_graph is off"
+        self.launches = 0  # frames run as one graph launch
+        self.streamed = 0  # frames run as stream launches (warm-up, fallback)
+        self.last_launch_ms = 0.0
+        self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
+
+    @property
+    def graphs(self) -> int:
+        return len(self._graphs)
+
+    def stage(self, image: npt.NDArray[np.uint8]) -> dict[TensorSpec, Letterbox]:
+        """The host half of the frame: copy ``image`` into the slots' staging (or letterbox it
+        on the CPU into their pinned input); the GPU half is in ``infer``."""
+        letterboxes = {spec: slot.stage(image) for spec, slot in self._slots.items()}
+        key = tuple(v for slot in self._slots.values() for v in slot.staging_key)
+        if key != self._key and any(k[2::3] != key[2::3] for k in self._graphs):
+            # Staging buffers were replaced (a larger frame): graphs reading the old are stale.
+            self._drop_graphs()
+        self._key = key
+        return letterboxes
+
+    def _enqueue_all(self, capturing: bool) -> None:
+        for slot in self._slots.values():
+            slot.enqueue_upload(wait_readers=not capturing)
+        for engine in self._engines:
+            engine.enqueue(self._slots[engine.info.input], capturing=capturing)
+            if capturing:
+                self._upload.wait_event(engine.done_event)  # join back into the upload stream
+
+    def _graph(self) -> Graph | None:
+        """The graph for the staged frame: captured on its second frame (after a warm-up)."""
+        if self.disabled_reason:
+            return None
+        key = self._key
+        graph = self._graphs.get(key)
+        if graph is not None or key not in self._warm:
+            self._warm.add(key)
+            return graph
+        from edgeyolo.gpu.graph import GraphCaptureError, capture  # noqa: PLC0415
+
+        try:
+            graph = capture(self._upload, lambda: self._enqueue_all(capturing=True))
+        except GraphCaptureError as exc:
+            if self.mode == "on":
+                raise ModelError(
+                    f"tensorrt.gpu.cuda_graph is 'on' but the frame could not be captured "
+                    f"({exc.reason}); set it to 'auto' to fall back to stream launches"
+                ) from exc
+            self.disabled_reason = exc.reason
+            self._log.warning(
+                "cuda graph unavailable: stream launches per engine",
+                reason=exc.reason,
+                hint="results are the same; set tensorrt.gpu.cuda_graph: off to skip the try",
+            )
+            return None
+        if len(self._graphs) >= MAX_GRAPHS:
+            oldest = next(iter(self._graphs))
+            self._graphs.pop(oldest).close()
+        self._graphs[key] = graph
+        self._log.info(
+            "cuda graph captured: one launch per frame",
+            nodes=graph.nodes,
+            capture_ms=round(graph.capture_ms, 2),
+            frame=list(key[:2]),
+        )
+        return graph
+
+    async def infer(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+        """Run every engine on the staged frame; per engine its output (as ``infer`` returns
+        it) or the exception it raised. The caller holds every engine's lock."""
+        graph = self._graph()
+        start = time.perf_counter_ns()
+        if graph is None:
+            self.streamed += 1
+            return await self._streamed()
+        graph.launch(self._upload)
+        self._done.record(self._upload)
+        self.launches += 1
+        self.last_launch_ms = (time.perf_counter_ns() - start) * _ms
+        await self._waiter.wait(self._done, self._upload)
+        results: list[npt.NDArray[np.float32] | Candidates | BaseException] = []
+        for engine in self._engines:
+            try:
+                results.append(await engine.collect())
+            except Exception as exc:  # isolated per engine, like the stream path
+                results.append(exc)
+        return results
+
+    async def _streamed(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+        import asyncio  # noqa: PLC0415
+
+        for slot in self._slots.values():
+            slot.enqueue_upload()
+        return await asyncio.gather(
+            *(e.infer(self._slots[e.info.input]) for e in self._engines), return_exceptions=True
+        )
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.close()
+        self._graphs.clear()
+        self._warm.clear()
+
+    def close(self) -> None:
+        """Release the graphs (the caller made sure none is running)."""
+        self._drop_graphs()
+        self._done.close()
