@@ -98,3 +98,17 @@ def test_unwritable_jsonl_path_is_a_config_error(tmp_path: Path):
         assert "Traceback" not in res.stderr
     ok = _base(jsonl={"path": str(tmp_path / "events.jsonl")})
     assert _check(tmp_path, ok, "--no-models").returncode == 0
+
+
+def test_cuda_graph_setting_defaults_to_auto_and_names_a_bad_value(tmp_path: Path):
+    """``tensorrt.gpu.cuda_graph``: auto by default; a typo names the key, value and choices."""
+    raw = _base()
+    assert parse_config(raw, tmp_path / "c.yaml").tensorrt.gpu.cuda_graph == "auto"
+    raw["tensorrt"] = {"gpu": {"cuda_graph": "yes"}}
+    out = _check(tmp_path, raw, "--no-models")
+    assert out.returncode == 1
+    assert "c.yaml: tensorrt.gpu.cuda_graph = 'yes': Input should be 'auto', 'on' or 'off'" in (
+        out.stderr
+    )
+    raw["tensorrt"] = {"gpu": {"cuda_graph": "off"}}
+    assert _check(tmp_path, raw, "--no-models").returncode == 0

@@ -7,6 +7,10 @@ A slot set is refilled only after the frame that used it came out of the engines
 engine has at most one frame in flight (its runner's lock), so output buffers the engines
 reuse are never overwritten early. Stages and sinks see frames in order.
 
+When the backend offers a joint launch of all engines (TensorRT's CUDA graph per slot set,
+``tensorrt.gpu.cuda_graph``), ``fill`` only stages the frame on the host and the engines run
+as one launch (``runner.run_frame``), which releases them before the frame is decoded.
+
 Bounded queues: the capture hand-off holds one frame (latest wins, drops counted, see
 ``sources``); per camera at most one frame is in the engines, one is being prepared and one
 is in its stages and sinks.
