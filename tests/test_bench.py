@@ -129,3 +129,17 @@ def test_batching_report_runs_both_paths():
     assert r["throughput_ratio"] == pytest.approx(
         many["camera_frames_per_s"] / one["camera_frames_per_s"], abs=0.01
     )
+
+
+def test_host_decode_report():
+    """`bench --host-decode`: per model candidate counts and microseconds, all models per frame."""
+    r = bench("--host-decode", "--frames", "3")
+    assert r["mode"] == "host-decode"
+    assert r["images"] == 3 + len(r["extra_images"])
+    assert list(r["models"]) == ["det-fp32", "det-int8", "pose-fp32", "pose-int8"]
+    for m in r["models"].values():
+        assert m["candidates"]["max"] > 0
+        assert m["kept_median"] > 0
+        for key in ("to_candidates_us", "decode_us"):
+            assert 0 < m[key]["best"] <= m[key]["p95"]
+    assert r["all_models_per_frame_us"]["median"] > 0

@@ -6,6 +6,9 @@ The longer tools are subcommands in their own modules: ``bench soak`` (growth ov
 Default: the whole pipeline, headless, reading the first camera's file as fast as it can
 (no pacing, no sinks), with median and p95 milliseconds per stage.
 
+``--host-decode``: the GPU path's host decode (candidates -> detections) on this CPU, no GPU
+needed (``benchmarks/host_decode.py``).
+
 ``--cameras N``: N cameras batched into one engine call per model vs the same N at batch 1
 (``commands/bench_batch.py``).
 
@@ -60,6 +63,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--cpu-stages",
         action="store_true",
         help="time only preprocessing and postprocessing (CPU), against the seed's way",
+    )
+    p.add_argument(
+        "--host-decode",
+        action="store_true",
+        help="time the GPU path's host decode (NMS + mapping back of the decode kernel's "
+        "candidates) per model, on real outputs from ONNX Runtime; no GPU needed",
     )
     p.add_argument(
         "--cameras",
@@ -255,6 +264,10 @@ def main(args: argparse.Namespace) -> int:
         report = bench_gpu_path(cfg, args.frames, bench_pipeline)
     elif args.cpu_stages:
         report = bench_cpu_stages(cfg, args.frames)
+    elif args.host_decode:
+        from edgeyolo.benchmarks.host_decode import bench_host_decode  # noqa: PLC0415
+
+        report = bench_host_decode(cfg, args.frames)
     elif args.cameras is not None:
         from edgeyolo.commands.bench_batch import bench_batching  # noqa: PLC0415
 

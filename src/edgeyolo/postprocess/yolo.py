@@ -15,12 +15,13 @@ one max over the class rows; everything else touches candidates above the thresh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
 from edgeyolo.frames import Letterbox
-from edgeyolo.postprocess.nms import nms
+from edgeyolo.postprocess.nms import nms_sorted
 
 # Ultralytics' class offset for class-aware NMS: larger than any image side.
 MAX_WH = 7680.0
@@ -96,7 +97,14 @@ def decode(
     """
     if isinstance(raw, Candidates):
         return decode_candidates(
-            raw.box, raw.scores, raw.class_ids, raw.kpt_rows, letterbox, thresholds, kpt_shape
+            raw.box,
+            raw.scores,
+            raw.class_ids,
+            raw.kpt_rows,
+            letterbox,
+            thresholds,
+            kpt_shape,
+            num_classes,
         )
     return _decode_raw(raw, letterbox, thresholds, num_classes, kpt_shape)
 
@@ -132,7 +140,9 @@ def _decode_raw(
         sub, scores, class_ids = sub[:, wanted], scores[wanted], class_ids[wanted]
     box = sub[:4]
     kpt_rows = sub[4 + num_classes :] if kpt_shape is not None else None
-    return decode_candidates(box, scores, class_ids, kpt_rows, letterbox, thresholds, kpt_shape)
+    return decode_candidates(
+        box, scores, class_ids, kpt_rows, letterbox, thresholds, kpt_shape, num_classes
+    )
 
 
 def decode_candidates(
@@ -143,31 +153,78 @@ def decode_candidates(
     letterbox: Letterbox,
     thresholds: Thresholds,
     kpt_shape: tuple[int, int] | None = None,
+    num_classes: int | None = None,
 ) -> Detections:
     """NMS and mapping to source pixels of candidates already above the threshold.
 
     ``box`` is 4 x k (cx, cy, w, h in input pixels), ``kpt_rows`` K*3 x k; candidates are in
     anchor order (the GPU decode sorts its compacted candidates so), which makes score ties
-    resolve as on the CPU path.
+    resolve as on the CPU path. ``num_classes`` (the model's; None: unknown) lets a
+    single-class model skip the class shift.
+
+    Everything after the one sort runs on candidates in score order, and only the kept ones
+    are gathered and mapped back: a few dozen numpy calls in all, whatever the candidate count
+    (``nms_sorted`` holds the pairwise part).
     """
     if scores.size == 0:
         return Detections.empty(kpt_shape)
-    if scores.size > MAX_NMS:
-        top = np.argsort(-scores, kind="stable")[:MAX_NMS]
-        box, scores, class_ids = box[:, top], scores[top], class_ids[top]
-        if kpt_rows is not None:
-            kpt_rows = kpt_rows[:, top]
-
-    cx, cy, half_w, half_h = box[0], box[1], box[2] / 2, box[3] / 2
-    boxes = np.stack((cx - half_w, cy - half_h, cx + half_w, cy + half_h), axis=1)
+    order = np.argsort(-scores, kind="stable")
+    if order.size > MAX_NMS:
+        order = order[:MAX_NMS]
+    b = box.take(order, axis=1)
+    half = np.divide(b[2:], 2)
+    xyxy = np.empty(b.shape, np.float32)
+    np.subtract(b[:2], half, out=xyxy[:2])
+    np.add(b[:2], half, out=xyxy[2:])
     # Class-aware NMS: shift each class far apart (float32, like Ultralytics, so IoU ties
     # resolve identically).
-    offsets = class_ids.astype(np.float32) * np.float32(MAX_WH)
-    keep = nms(boxes + offsets[:, None], scores, thresholds.iou, thresholds.max_det)
-
-    boxes = letterbox.boxes_to_source(boxes[keep])
+    if num_classes == 1:  # class 0 only: the shift is + 0.0, which changes nothing
+        shifted = xyxy.copy()
+    else:
+        offsets = np.multiply(class_ids.take(order), np.float32(MAX_WH), dtype=np.float32)
+        shifted = np.add(xyxy, offsets)
+    keep = nms_sorted(shifted, thresholds.iou, thresholds.max_det)
+    idx = order.take(keep)
+    inverse = _inverse(letterbox, kpt_shape)
+    boxes = _to_source(xyxy.take(keep, axis=1).T, inverse[:, :4])
     kpts = None
     if kpt_shape is not None and kpt_rows is not None:
-        kpts = np.ascontiguousarray(kpt_rows[:, keep].T).reshape(-1, *kpt_shape)
-        letterbox.points_to_source(kpts[..., :2])
-    return Detections(boxes, scores[keep], class_ids[keep], kpts)
+        kpts = _to_source(kpt_rows.take(idx, axis=1).T, inverse[:, 4:]).reshape(-1, *kpt_shape)
+    return Detections(boxes, scores.take(idx), class_ids.take(idx), kpts)
+
+
+def _to_source(
+    values: npt.NDArray[np.float32], inverse: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """``values`` (k x columns, any layout) unpadded, unscaled, clipped, columnwise by
+    ``inverse``, as a new C-contiguous array.
+
+    ``maximum`` then ``minimum`` rather than ``np.clip`` (whose Python wrapper costs more than
+    the four operations together): the same values, except that a -0.0 would become 0.0.
+    """
+    out: npt.NDArray[np.float32] = np.subtract(values, inverse[0], order="C")
+    np.divide(out, inverse[1], out=out)
+    np.maximum(out, inverse[2], out=out)
+    np.minimum(out, inverse[3], out=out)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _inverse(letterbox: Letterbox, kpt_shape: tuple[int, int] | None) -> npt.NDArray[np.float32]:
+    """Rows pad, gain, low, high per output column: x1, y1, x2, y2, then the keypoint values.
+
+    The operations of ``Letterbox.points_to_source`` (float32, unpad, divide, clip to the
+    source), for boxes and keypoint x, y at once; keypoint visibilities pass unchanged
+    (minus 0, divided by 1, clipped to +-inf).
+    """
+    lb = letterbox
+    x = (float(lb.pad_left), lb.gain_x, 0.0, float(lb.src_w))
+    y = (float(lb.pad_top), lb.gain_y, 0.0, float(lb.src_h))
+    v = (0.0, 1.0, -np.inf, np.inf)
+    columns: list[tuple[float, float, float, float]] = [x, y, x, y]
+    if kpt_shape is not None:
+        count, dims = kpt_shape
+        columns += [x, y, *[v] * (dims - 2)] * count
+    table: npt.NDArray[np.float32] = np.array(columns, np.float32).T.copy()
+    table.flags.writeable = False
+    return table
