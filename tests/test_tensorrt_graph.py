@@ -213,3 +213,53 @@ def test_cuda_graph_on_makes_a_failed_capture_an_error(trt, tmp_path):
             backend.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="no torch with CUDA")
+def test_frames_captured_into_pinned_buffers_are_uploaded_in_place(trt, tmp_path):
+    """A real capture of the demo video decodes into the backend's pinned frame pool: the GPU
+    letterbox uploads those frames without the copy into staging, and the detections are
+    those of stream launches on the same frames read the plain way."""
+    from edgeyolo.config import CameraConfig
+    from edgeyolo.sources import CaptureSource
+    from fake_tensorrt.torch_context import TorchGraphExecutor
+
+    trt.set_executor(TorchGraphExecutor)
+    models = engines(tmp_path)
+    n = 30
+
+    async def main():
+        backend = TensorRTBackend(TensorRTConfig(cache_dir=tmp_path / "cache"))
+        runners = open_runners(backend, models)
+        rec = Record()
+        source = CaptureSource(CameraConfig(name="cam", source=str(DEMO_VIDEO), pace="fast"))
+        tel = CameraTelemetry("cam", structlog.get_logger(), frame_sample=0)
+        pipe = CameraPipeline(source, runners, backend, [rec], tel, max_frames=n)
+        fills = [slot._gpu for ss in pipe._slotsets for slot in ss.slots.values()]
+        await source.start()
+        try:
+            await pipe.run()
+            pool = source.frame_pool
+            copies = sum(f.copies for f in fills)
+            launches = sum(ss.launch.launches for ss in pipe._slotsets)
+        finally:
+            await source.close()
+            pipe.close()
+            for r in runners:
+                r.close()
+            backend.close()
+        dets = {
+            (e.model, e.seq): [(d.class_id, d.box, d.conf, d.keypoints) for d in e.detections]
+            for e in rec.events
+            if hasattr(e, "detections")
+        }
+        return dets, pool, copies, launches
+
+    pooled, pool, copies, launches = asyncio.run(main())
+    assert pool is not None
+    # The first frames were read before the pool existed (the first frame's size decides it).
+    assert pool.lent >= n - 3
+    assert copies <= 3 + pool.misses
+    assert launches >= n - 3
+    plain, _ = run_pipeline(tmp_path, models, video_frames(n), GpuPathConfig(cuda_graph="off"))
+    assert pooled == plain

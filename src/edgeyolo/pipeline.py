@@ -112,6 +112,11 @@ class CameraPipeline:
             self.close()
             raise
         self.frames_done = 0
+        # Pinned buffers for the capture to decode into, offered by a backend that uploads
+        # from them in place (TensorRT's GPU letterbox); set up at the first frame's size.
+        self._frame_pool = getattr(backend, "frame_pool", None)
+        if not hasattr(source, "frame_pool"):
+            self._frame_pool = None
         # Batched models fill a batch with one frame per attached camera (edgeyolo.batching).
         self._attached = True
         for r in runners:
@@ -151,6 +156,9 @@ class CameraPipeline:
                 frame = await self.source.next()
                 if frame is None:
                     break
+                if self._frame_pool is not None:
+                    self.source.frame_pool = self._frame_pool(tuple(frame.image.shape))
+                    self._frame_pool = None
                 timings = FrameTimings(
                     seq=frame.seq,
                     capture_wait_ms=(time.perf_counter_ns() - t0) * _ms,

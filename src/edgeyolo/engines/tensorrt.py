@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import structlog
 
 from edgeyolo.engines.base import TensorSpec
@@ -49,8 +50,11 @@ if TYPE_CHECKING:
     from edgeyolo.engines.base import Engine, InputSlot
     from edgeyolo.engines.trt_gpu import GpuKernels
     from edgeyolo.engines.trt_graph import FrameGraph
-    from edgeyolo.gpu import CudaContext
+    from edgeyolo.gpu import CudaContext, PinnedBuffer
+    from edgeyolo.sources.pool import FramePool
 
+
+FRAME_POOL_SIZE = 6  # per camera: pending, staged, in the engines, in stages and sinks, + 2
 
 __all__ = [
     "TensorRTBackend",
@@ -85,6 +89,8 @@ class TensorRTBackend:
         self._engines: list[TensorRTEngine] = []
         self._slots: list[TensorRTInputSlot] = []
         self._launches: list[FrameGraph] = []
+        self._frame_buffers: dict[int, PinnedBuffer] = {}  # frame pools' buffers by address
+        self._pools: list[FramePool] = []
         self._graph_reasons: set[str] = set()
         self._log = structlog.get_logger().bind(backend="tensorrt")
         self._log.info(
@@ -195,7 +201,14 @@ class TensorRTBackend:
             from edgeyolo.engines.trt_gpu import GpuFill  # noqa: PLC0415
 
             h, w = spec.hw
-            gpu = GpuFill(self._kernels.letterbox, spec.dtype, w, h, self._kernels.integrated)
+            gpu = GpuFill(
+                self._kernels.letterbox,
+                spec.dtype,
+                w,
+                h,
+                self._kernels.integrated,
+                frames=self._frame_buffers,
+            )
         try:
             slot = TensorRTInputSlot(spec, self._upload, gpu)
         except BaseException:
@@ -204,6 +217,27 @@ class TensorRTBackend:
             raise
         self._slots.append(slot)
         return slot
+
+    def frame_pool(self, shape: tuple[int, ...], count: int = FRAME_POOL_SIZE) -> FramePool | None:
+        """Pinned buffers of the camera's frame size for its capture to decode into, so the GPU
+        letterbox uploads the frame in place (mapped memory on integrated GPUs: the kernel
+        reads it in place); None without the GPU letterbox, or for frames it does not take."""
+        if self._kernels is None or self._kernels.letterbox is None:
+            return None
+        if len(shape) != 3 or shape[2] != 3:
+            return None
+        from edgeyolo.gpu import PinnedBuffer  # noqa: PLC0415
+        from edgeyolo.sources.pool import FramePool  # noqa: PLC0415
+
+        self._ctx.check_thread()
+        buffers = []
+        for _ in range(count):
+            buf = PinnedBuffer(tuple(shape), np.uint8, mapped=self._kernels.integrated)
+            self._frame_buffers[buf.ptr] = buf
+            buffers.append(buf.array)
+        pool = FramePool(buffers)
+        self._pools.append(pool)
+        return pool
 
     def frame_launch(
         self, slots: Mapping[TensorSpec, InputSlot], engines: Sequence[Engine]
@@ -243,6 +277,11 @@ class TensorRTBackend:
         for slot in reversed(self._slots):
             slot.close()
         self._slots.clear()
+        for pool in self._pools:
+            for array in pool.close():  # only buffers no frame refers to any more
+                self._frame_buffers.pop(array.ctypes.data).close()
+        self._pools.clear()
+        # Buffers still referenced by a frame somewhere stay allocated (a few MB, at exit).
         if self._kernels is not None:
             self._kernels.close()
             self._kernels = None

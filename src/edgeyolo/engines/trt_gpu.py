@@ -24,6 +24,8 @@ import structlog
 from edgeyolo.closing import Closing
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from edgeyolo.config import GpuPathConfig
     from edgeyolo.frames import Letterbox
     from edgeyolo.gpu import CudaContext, DeviceBuffer, PinnedBuffer, Stream
@@ -76,28 +78,52 @@ class GpuFill(Closing):
     """Raw frame -> staging (pinned) -> device -> letterbox kernel -> the slot's input buffer."""
 
     def __init__(
-        self, module: Module, dtype: npt.DTypeLike, dst_w: int, dst_h: int, integrated: bool
+        self,
+        module: Module,
+        dtype: npt.DTypeLike,
+        dst_w: int,
+        dst_h: int,
+        integrated: bool,
+        frames: Mapping[int, PinnedBuffer] | None = None,
     ) -> None:
         from edgeyolo.gpu.letterbox import GpuLetterbox  # noqa: PLC0415
 
         self.kernel: GpuLetterbox = GpuLetterbox(module, dtype, dst_w, dst_h)
         self.integrated = integrated
+        # Pinned frame buffers (the cameras' frame pools) by host address: a frame captured
+        # into one is uploaded from where it is, without the copy into staging.
+        self._frames: Mapping[int, PinnedBuffer] = frames if frames is not None else {}
+        self._src: PinnedBuffer | None = None  # where the staged frame is
+        self.copies = 0  # frames copied into staging (not in a pinned frame buffer)
         self._staging: PinnedBuffer | None = None
         self._frame: DeviceBuffer | None = None
         self._size = (0, 0)  # (width, height) of the staged frame
         self._generation = 0  # bumped when the staging/frame buffers are replaced
 
-    def _ensure(self, nbytes: int, stream: Stream) -> None:
-        from edgeyolo.gpu import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
+    def _ensure_staging(self, nbytes: int, stream: Stream) -> None:
+        from edgeyolo.gpu import PinnedBuffer  # noqa: PLC0415
 
         if self._staging is not None and self._staging.nbytes >= nbytes:
             return
         stream.synchronize()  # a larger source: only when the frame size grows
-        self._release_frame()
+        if self._staging is not None:
+            self._staging.close()
+            self._staging = None
         self._generation += 1
         self._staging = PinnedBuffer((nbytes,), np.uint8, mapped=self.integrated)
-        if not self.integrated:
-            self._frame = DeviceBuffer(nbytes)
+
+    def _ensure_frame(self, nbytes: int, stream: Stream) -> None:
+        """The device copy of the frame (discrete GPUs), allocated before any capture."""
+        from edgeyolo.gpu import DeviceBuffer  # noqa: PLC0415
+
+        if self.integrated or (self._frame is not None and self._frame.nbytes >= nbytes):
+            return
+        stream.synchronize()
+        if self._frame is not None:
+            self._frame.close()
+            self._frame = None
+        self._generation += 1
+        self._frame = DeviceBuffer(nbytes)
 
     def fill(
         self, image: npt.NDArray[np.uint8], dst_ptr: int, stream: Stream, batch_index: int = 0
@@ -119,28 +145,39 @@ class GpuFill(Closing):
                 f"GPU letterbox takes HxWx3 uint8 BGR, got {image.shape} {image.dtype}"
             )
         nbytes = h * w * 3
-        self._ensure(nbytes, stream)
-        assert self._staging is not None
-        np.copyto(self._staging.array[:nbytes].reshape(h, w, 3), image)
+        pinned = self._frames.get(image.ctypes.data) if image.flags.c_contiguous else None
+        self._ensure_frame(nbytes, stream)
+        if pinned is not None and pinned.nbytes == nbytes:
+            self._src = pinned
+        else:
+            self._ensure_staging(nbytes, stream)
+            assert self._staging is not None
+            np.copyto(self._staging.array[:nbytes].reshape(h, w, 3), image)
+            self._src = self._staging
+            self.copies += 1
         self._size = (w, h)
         return self.kernel.geometry(w, h)
 
     @property
-    def staged_key(self) -> tuple[int, int, int]:
-        """Width and height of the staged frame, and the generation of the buffers it is in."""
-        return (*self._size, self._generation)
+    def staged_key(self) -> tuple[int, int, int, int]:
+        """Width and height of the staged frame, the generation of the staging buffers, and
+        the address the frame is uploaded from."""
+        src = 0 if self._src is None else self._src.ptr
+        return (*self._size, self._generation, src)
 
     def enqueue(self, dst_ptr: int, stream: Stream, batch_index: int = 0) -> None:
         """The GPU half of ``fill``: upload the staged frame (not on integrated GPUs) and
         letterbox it into ``dst_ptr``."""
-        assert self._staging is not None, "stage() a frame first"
+        staged = self._src
+        assert staged is not None, "stage() a frame first"
         w, h = self._size
         nbytes = h * w * 3
-        if self._frame is not None:
-            stream.copy_htod(self._frame, self._staging, nbytes)
-            src = self._frame.ptr
+        if self.integrated:
+            src = staged.device_ptr  # mapped memory: the kernel reads it in place
         else:
-            src = self._staging.device_ptr
+            assert self._frame is not None
+            stream.copy_htod(self._frame, staged, nbytes)
+            src = self._frame.ptr
         self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
 
     def _release_frame(self) -> None:

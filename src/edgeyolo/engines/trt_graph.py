@@ -1,19 +1,21 @@
 """One launch per frame: a camera's whole frame of GPU work as one CUDA graph per slot set.
 
-Per slot set (the pipeline alternates two) and per staged frame size, the first frame runs
-on streams as usual: that is the warm-up TensorRT asks for before ``enqueueV3`` is captured
-(it flushes deferred updates; shapes are set once and stay). The next frame of that size is
-captured from the backend's upload stream: the frame's upload and letterbox (or the upload of
-the CPU letterbox), a fork to every engine's stream, each engine's ``execute_async_v3`` and its
-decode kernel with the small copy back (or the full output copy), and the join back. From then
-on a frame costs the host one copy into pinned staging, one ``cuGraphLaunch``, one event to
-poll and each engine's candidates to read.
+Per slot set (the pipeline alternates two) the first frame runs on streams as usual: that is
+the warm-up TensorRT asks for before ``enqueueV3`` is captured (it flushes deferred updates;
+shapes are set once and stay). Later frames are captured from the backend's upload stream,
+once per frame size and buffer the frame is uploaded from (a camera's pinned frame pool has a
+few): the frame's upload and letterbox (or the upload of the CPU letterbox), a fork to every
+engine's stream, each engine's ``execute_async_v3`` and its decode kernel with the small copy
+back (or the full output copy), and the join back. From then on a frame costs the host one
+``cuGraphLaunch``, one event to poll and each engine's candidates to read (plus a copy into
+staging when the frame is not in a pinned frame buffer).
 
-A graph bakes in every address and size: the slot set's buffers, the engines' bound buffers
-and the frame size, so each (slot set, size) gets its own graph (a few sizes are kept) and a
-staging buffer that grows drops them. Engines with data-dependent shapes, loops or other work
-TensorRT cannot capture fail the capture: with ``cuda_graph: auto`` that is logged once and
-the frames run on streams (same results); with ``on`` it is an error.
+A graph bakes in every address and size: the slot set's buffers, the engines' bound buffers,
+the frame's buffer and size, so each combination gets its own graph (up to ``MAX_GRAPHS``,
+oldest dropped first), and a staging buffer that grows drops them all. Engines with
+data-dependent shapes, loops or other work TensorRT cannot capture fail the capture: with
+``cuda_graph: auto`` that is logged once and the frames run on streams (same results); with
+``on`` it is an error.
 
 The engines' locks are held by the caller (``runner.run_frame``) for the whole launch, so no
 other camera's frame uses the engines or their output buffers meanwhile, and every earlier
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from edgeyolo.postprocess import Candidates
 
 GraphMode = Literal["auto", "on", "off"]
-MAX_GRAPHS = 4  # frame sizes kept per slot set
+MAX_GRAPHS = 16  # per slot set: frame sizes x pinned frame buffers (frame pool) kept
 _ms = 1e-6
 
 
@@ -68,9 +70,12 @@ class FrameGraph(Closing):
         self._upload = upload
         self._waiter = waiter
         self.mode = mode
-        self._graphs: dict[tuple[int, ...], Graph] = {}
-        self._warm: set[tuple[int, ...]] = set()
-        self._key: tuple[int, ...] = ()
+        # By what the frame's upload depends on: per slot (width, height, buffer generation,
+        # address the frame is uploaded from), () for a CPU-letterbox slot.
+        self._graphs: dict[tuple[tuple[int, ...], ...], Graph] = {}
+        self._warm = False  # a frame ran on streams: TensorRT's warm-up before a capture
+        self._key: tuple[tuple[int, ...], ...] = ()
+        self._generations: tuple[int, ...] = ()
         self._done = Event()
         self.disabled_reason = "" if mode != "off" else "tensorrt.gpu.cuda_graph is off"
         self.launches = 0  # frames run as one graph launch
@@ -86,10 +91,13 @@ class FrameGraph(Closing):
         """The host half of the frame: copy ``image`` into the slots' staging (or letterbox it
         on the CPU into their pinned input); the GPU half is in ``infer``."""
         letterboxes = {spec: slot.stage(image) for spec, slot in self._slots.items()}
-        key = tuple(v for slot in self._slots.values() for v in slot.staging_key)
-        if key != self._key and any(k[2::3] != key[2::3] for k in self._graphs):
-            # Staging buffers were replaced (a larger frame): graphs reading the old are stale.
+        key = tuple(slot.staging_key for slot in self._slots.values())
+        generations = tuple(k[2] if k else 0 for k in key)
+        if generations != self._generations:
+            # Staging or device frame buffers were replaced (a larger frame): graphs that
+            # read the old ones are stale.
             self._drop_graphs()
+            self._generations = generations
         self._key = key
         return letterboxes
 
@@ -107,8 +115,8 @@ class FrameGraph(Closing):
             return None
         key = self._key
         graph = self._graphs.get(key)
-        if graph is not None or key not in self._warm:
-            self._warm.add(key)
+        if graph is not None or not self._warm:
+            self._warm = True
             return graph
         from edgeyolo.gpu.graph import GraphCaptureError, capture  # noqa: PLC0415
 
@@ -135,7 +143,8 @@ class FrameGraph(Closing):
             "cuda graph captured: one launch per frame",
             nodes=graph.nodes,
             capture_ms=round(graph.capture_ms, 2),
-            frame=list(key[:2]),
+            frame=[list(k[:2]) for k in key if k],
+            graphs=len(self._graphs),
         )
         return graph
 
@@ -173,7 +182,6 @@ class FrameGraph(Closing):
         for graph in self._graphs.values():
             graph.close()
         self._graphs.clear()
-        self._warm.clear()
 
     def close(self) -> None:
         """Release the graphs (the caller made sure none is running)."""

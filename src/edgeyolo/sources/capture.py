@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
     from edgeyolo.config import CameraConfig
+    from edgeyolo.sources.pool import FramePool
 
 __all__ = ["CaptureSource", "SourceStats"]
 
@@ -121,6 +122,9 @@ class CaptureSource:
         self._wakeup: asyncio.Event | None = None
         self._seq = 0
         self.native_fps: float | None = None
+        # Buffers to decode into (set by the pipeline, e.g. pinned memory the GPU uploads
+        # from in place; see sources/pool.py); None: a fresh array per frame.
+        self.frame_pool: FramePool | None = None
 
     # -- loop side -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -292,7 +296,7 @@ class CaptureSource:
         self.native_fps = cap.get(cv2.CAP_PROP_FPS) or None
         pacer = self._throttle()
         while not self._stop.is_set():
-            ok, image = cap.read()
+            ok, image = self._read(cap, log)
             if not ok:
                 return False
             if pacer.admit(self._stop):
@@ -300,6 +304,24 @@ class CaptureSource:
             else:
                 self.stats.skipped += 1
         return True
+
+    def _read(self, cap: Any, log: Any) -> tuple[bool, Any]:
+        """One frame, into a buffer of the frame pool when there is one of its size."""
+        pool = self.frame_pool
+        buf = pool.take() if pool is not None else None
+        if buf is None:
+            return cap.read()  # type: ignore[no-any-return]
+        ok, image = cap.read(buf)
+        if ok and image is not None and image is not buf:
+            # OpenCV allocated instead: the frames are not of the pool's size (or type).
+            assert pool is not None
+            log.info(
+                "frame pool not used: frames differ from its buffers",
+                frame=list(getattr(image, "shape", ())),
+                pool=list(pool.shape),
+            )
+            self.frame_pool = None
+        return ok, image
 
     def _run_finite(self, cap: Any, log: Any) -> None:
         """A file or finite pipeline: to its end, then again from the start when looping."""
