@@ -195,8 +195,7 @@ class ObjectTracker:
         for i in rows:
             t = tracks[i]
             rec = records[t.track_id]
-            b = boxes[t.det]
-            rec.box = (b[0], b[1], b[2], b[3])
+            rec.box = tuple(boxes[t.det])  # (4 floats)
             rec.last_seen = timestamp
             rec.score = t.score
             rec.best_score = max(rec.best_score, t.score)

@@ -202,7 +202,7 @@ class ByteTracker:
         b = boxes.T.astype(np.float64, order="C")  # 4 x m: x1, y1, x2, y2
         if tracks:
             x = kalman.predict_state(self.x, dt)
-            np.maximum(x[2:4], 1.0, out=x[2:4])
+            x[2:4] = np.maximum(x[2:4], 1.0)
             self.x = x
             half = x[2:4] / 2
             pred = np.concatenate((x[:2] - half, x[:2] + half))  # 4 x n xyxy
