@@ -211,3 +211,44 @@ def test_pixel_points_beyond_the_frame_are_reported_on_the_first_frame() -> None
     (err,) = [e for e in logs if e["log_level"] == "error"]
     assert "zone 'far' of camera 'cam' has a point outside the 960x540 frame" in err["event"]
     assert err["point"] == [1200.0, 0.0]
+
+
+def test_stage_finish_ends_live_tracks_at_the_last_frame() -> None:
+    """When the frames end, the stage ends every live track: zone leave, then end, with the
+    last frame's timestamp and seq; tracks that ended earlier are not ended twice."""
+    from edgeyolo.config import Config
+    from edgeyolo.frames import Frame
+    from edgeyolo.stages import FrameResult, ModelOutput, build_stages, finish_stages
+
+    door = DOOR.model_dump()
+    cfg = Config.model_validate(
+        {
+            "cameras": [{"name": "cam", "source": 0, "zones": [door]}],
+            "models": [
+                {"name": "det", "path": "m.onnx", "task": "detect", "tracking": {"enabled": True}}
+            ],
+        }
+    )
+    stages = build_stages(cfg.cameras[0], cfg)
+    image = np.zeros((H, W, 3), np.uint8)
+    inside = walk(450, 300, 1)  # in the door zone from the start
+    gone = walk(100, 450, 5, last=5)  # leaves the frame early: its end comes by max_lost_s
+    events = []
+    for f in range(45):
+        outs = [ModelOutput("det", "detect", ["person"], dets_at([inside, gone], f))]
+        frame = Frame("cam", 100 + f, image, 1000.0 + f / FPS, 0)
+        events += stages[0](FrameResult("cam", frame, outs)).events
+    ended = [
+        (e.after["id"], e.seq) for e in events if isinstance(e, TrackEvent) and e.kind == "end"
+    ]
+    assert ended == [(2, 128)]  # the early leaver, 1.5 s (max_lost_s) after frame 105
+    last = [
+        (e.action, e.track_id, e.count, e.seq, e.timestamp)
+        if isinstance(e, ZoneEvent)
+        else (e.kind, e.after["id"], e.after["zones"], e.seq, e.timestamp)
+        for e in finish_stages(stages)
+    ]
+    t = 1000.0 + 44 / FPS
+    assert last == [("leave", 1, 0, 144, t), ("end", 1, [], 144, t)]
+    assert finish_stages(stages) == []
+    stages[0].close()

@@ -30,7 +30,7 @@ import structlog
 
 from edgeyolo.events import DetectionEvent
 from edgeyolo.runner import run_frame, to_detections
-from edgeyolo.stages import FrameResult, ModelOutput, run_stages
+from edgeyolo.stages import FrameResult, ModelOutput, finish_stages, run_stages
 from edgeyolo.telemetry import FrameTimings
 
 if TYPE_CHECKING:
@@ -183,6 +183,10 @@ class CameraPipeline:
             while inflight:
                 await inflight[0]
                 inflight.pop(0)
+            # A clean end: the stages' last events (a tracker ends its tracks) to the sinks.
+            for ev in finish_stages(self.stages):
+                for sink in self.sinks:
+                    await sink.emit(ev)
         finally:
             self._detach()
             pending = [t for t in inflight if not t.done()]

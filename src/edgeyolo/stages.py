@@ -5,7 +5,9 @@ After every model of a frame has been decoded, the camera's pipeline hands one
 result, may replace a model's ``Detections`` (a tracker sets track ids), may append events
 of its own (object lifecycle, zone changes) and returns the result for the next stage. The
 detection events are built from the outputs after the last stage. Stages are stateful per
-camera (a tracker remembers its tracks) and run on the event loop: they must be quick.
+camera (a tracker remembers its tracks) and run on the event loop: they must be quick. A stage
+may also have ``finish`` (``FinishingStage``): when the frames end cleanly, its events (a
+tracker's ``end`` for every live track) go to the sinks after the last frame's.
 """
 
 from __future__ import annotations
@@ -64,6 +66,15 @@ class Stage(Protocol):
         ...
 
 
+@runtime_checkable
+class FinishingStage(Protocol):
+    """A stage with something to say when the camera's frames end (``finish_stages``)."""
+
+    def finish(self) -> list[Any]:
+        """Events for the end of the frames (a tracker: an ``end`` for every live track)."""
+        ...
+
+
 def build_stages(camera: CameraConfig, config: Config) -> list[Stage]:
     """The stages ``camera`` runs, in order, from the config."""
     stages: list[Stage] = []
@@ -80,3 +91,17 @@ def run_stages(stages: Sequence[Stage], result: FrameResult) -> FrameResult:
     for stage in stages:
         result = stage(result)
     return result
+
+
+def finish_stages(stages: Sequence[Stage]) -> list[Any]:
+    """The events of the stages that have some for the end of the camera's frames, in order.
+
+    Called once when the frames ended cleanly (the source ended, ``max_frames``, a stop or a
+    reload; not when a frame failed or the stop timed out), after the last frame's events
+    and while the sinks are still open.
+    """
+    events: list[Any] = []
+    for stage in stages:
+        if isinstance(stage, FinishingStage):
+            events.extend(stage.finish())
+    return events

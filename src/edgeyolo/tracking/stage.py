@@ -3,7 +3,9 @@
 It sets ``Detections.track_ids`` on the outputs of tracked models and appends the frame's
 lifecycle, zone and line events to ``FrameResult.events``. Trackers are made on a model's
 first output (its labels and task come with it). A model that failed on a frame is simply not
-stepped: its tracks are predicted on from the next frame it delivers.
+stepped: its tracks are predicted on from the next frame it delivers. When the camera's
+frames end cleanly (the source ended, a stop, a reload), ``finish`` ends every live track:
+its zone ``leave`` events and its ``end``, stamped with the last frame the tracker saw.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from edgeyolo.tracking.objects import ObjectTracker
 
 if TYPE_CHECKING:
     from edgeyolo.config import CameraConfig, Config, TrackingConfig
+    from edgeyolo.events import Event
     from edgeyolo.stages import FrameResult, ModelOutput
 
 
@@ -25,6 +28,7 @@ class TrackingStage:
         self.camera = camera
         self.tracked = tracked
         self.trackers: dict[str, ObjectTracker] = {}
+        self._last: dict[str, tuple[float, int]] = {}  # model -> last frame (timestamp, seq)
 
     @classmethod
     def for_camera(cls, camera: CameraConfig, config: Config) -> TrackingStage:
@@ -57,8 +61,17 @@ class TrackingStage:
             )
             out.detections = dataclasses.replace(out.detections, track_ids=ids)
             result.events.extend(events)
+            self._last[out.model] = (frame.timestamp, frame.seq)
         return result
 
+    def finish(self) -> list[Event]:
+        """End every live track of every model (the frames ended): their events."""
+        events: list[Event] = []
+        for model, ot in self.trackers.items():
+            timestamp, seq = self._last[model]
+            events.extend(ot.finish(timestamp, seq))
+        return events
+
     def close(self) -> None:
-        """Drop every track (no ``end`` events: the sinks are closing too)."""
+        """Drop the trackers (``finish`` has ended their tracks, if the frames ended cleanly)."""
         self.trackers.clear()
