@@ -142,4 +142,5 @@ def test_host_decode_report():
         assert m["kept_median"] > 0
         for key in ("to_candidates_us", "decode_us"):
             assert 0 < m[key]["best"] <= m[key]["p95"]
+            assert m[key]["cpu"] > 0
     assert r["all_models_per_frame_us"]["median"] > 0

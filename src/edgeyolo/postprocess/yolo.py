@@ -27,6 +27,8 @@ from edgeyolo.postprocess.nms import nms_sorted
 MAX_WH = 7680.0
 # Ultralytics' cap on boxes entering NMS.
 MAX_NMS = 30000
+# -w/2, -h/2 and w/2, h/2 from w, h in one multiplication (2 x 1 x 1 against 2 x k).
+_HALVES = np.array([-0.5, 0.5], np.float32).reshape(2, 1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,14 +170,13 @@ def decode_candidates(
     """
     if scores.size == 0:
         return Detections.empty(kpt_shape)
-    order = np.argsort(-scores, kind="stable")
+    order = np.argsort(np.negative(scores), kind="stable")
     if order.size > MAX_NMS:
         order = order[:MAX_NMS]
     b = box.take(order, axis=1)
-    half = np.divide(b[2:], 2)
-    xyxy = np.empty(b.shape, np.float32)
-    np.subtract(b[:2], half, out=xyxy[:2])
-    np.add(b[:2], half, out=xyxy[2:])
+    # x1, y1, x2, y2 = cx, cy -+ w/2, h/2 in two calls: w * -0.5 is exactly -(w / 2), and
+    # adding it is exactly subtracting w / 2.
+    xyxy = np.add(b[:2], np.multiply(b[2:], _HALVES)).reshape(4, -1)
     # Class-aware NMS: shift each class far apart (float32, like Ultralytics, so IoU ties
     # resolve identically).
     if num_classes == 1:  # class 0 only: the shift is + 0.0, which changes nothing
