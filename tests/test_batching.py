@@ -312,6 +312,27 @@ def test_dynamic_batch_models_run_alone_like_the_static_ones():
         backend.close()
 
 
+def test_a_batch_of_one_gives_what_that_frame_gets_in_a_batch_of_two():
+    """A batch of one frame (a camera alone, the others late) runs on the camera's own slot:
+    the same output as that frame next to another one, after that other frame ran."""
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=1), max_engines=1)
+    try:
+        engine = backend.open_engine(
+            ModelConfig(name="d", path=DET_DYN, task="detect", max_batch=2)
+        )
+        a, b = (backend.allocate_input(engine.info.input) for _ in range(2))
+        a.fill(read_frame(DEMO_VIDEO, 10))
+        b.fill(read_frame(DEMO_VIDEO, 60))
+        pair = asyncio.run(engine.infer_batch([a, b])).copy()
+        assert not np.array_equal(pair[0], pair[1])  # two different frames
+        for i, slot in enumerate((a, b)):
+            alone = asyncio.run(engine.infer_batch([slot]))
+            assert alone.shape == (1, *pair.shape[1:])
+            np.testing.assert_array_equal(alone[0], pair[i])
+    finally:
+        backend.close()
+
+
 def test_multicam_demo_config_checks_out():
     """config/multicam.yaml (the batching demo) passes check-config with its models opened."""
     path = REPO / "config" / "multicam.yaml"
