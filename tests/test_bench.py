@@ -144,3 +144,30 @@ def test_host_decode_report():
             assert 0 < m[key]["best"] <= m[key]["p95"]
             assert m[key]["cpu"] > 0
     assert r["all_models_per_frame_us"]["median"] > 0
+
+
+def test_batching_rounds_alternate_and_report_the_median():
+    """`bench --cameras 2 --rounds 3`: three pairs, alternating which runs first; the top-level
+    runs are the median round's, with CPU per camera-frame and the load average."""
+    r = bench(
+        "-c", str(REPO / "config" / "multicam.yaml"), "--cameras", "2", "--frames", "4",
+        "--warmup", "2", "--rounds", "3",
+    )  # fmt: skip
+    rounds = r["rounds"]
+    assert [x["first"] for x in rounds] == ["batch1", "batched", "batch1"]
+    ratios = sorted(x["throughput_ratio"] for x in rounds)
+    assert r["throughput_ratio"] == ratios[1]
+    one, many = r["batch1"], r["batched"]
+    assert r["throughput_ratio"] == pytest.approx(
+        many["camera_frames_per_s"] / one["camera_frames_per_s"], abs=0.01
+    )
+    for x in rounds:
+        assert x["cpu_ratio"] == pytest.approx(
+            x["batched_cpu_ms_per_camera_frame"] / x["batch1_cpu_ms_per_camera_frame"], abs=0.01
+        )
+    for run in (one, many):
+        assert run["cpu_ms_per_camera_frame"] > 0
+        assert run["load_avg_1m"] >= 0
+        det = run["models"]["det"]
+        assert det["infer_ms_per_frame"] > 0
+    assert "2" in many["models"]["det"]["batch_sizes"]

@@ -79,6 +79,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "with a dynamic batch, max_batch N) vs the same N cameras at batch 1, side by side",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="R",
+        help="with --cameras: run the batch-1/batched pair R times, alternating which goes "
+        "first, and report the median (1)",
+    )
+    p.add_argument(
         "--gpu-path",
         action="store_true",
         help="TensorRT only: engine-only vs whole-pipeline fps, and host CPU per frame, with "
@@ -271,7 +279,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.cameras is not None:
         from edgeyolo.commands.bench_batch import bench_batching  # noqa: PLC0415
 
-        report = bench_batching(cfg, args.cameras, args.frames, args.warmup)
+        report = bench_batching(cfg, args.cameras, args.frames, args.warmup, args.rounds)
     else:
         report = bench_pipeline(cfg, args.frames, args.warmup, args.sequential)
     sys.stdout.write(json.dumps(report) + "\n")
