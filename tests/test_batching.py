@@ -312,25 +312,58 @@ def test_dynamic_batch_models_run_alone_like_the_static_ones():
         backend.close()
 
 
-def test_a_batch_of_one_gives_what_that_frame_gets_in_a_batch_of_two():
-    """A batch of one frame (a camera alone, the others late) runs on the camera's own slot:
-    the same output as that frame next to another one, after that other frame ran."""
-    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=1), max_engines=1)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batches_give_each_frame_what_it_gets_alone(threads):
+    """One or two intra-op threads (two: the batch runs frame-parallel, one lane per thread):
+    each row of a batch, and a batch of one, is bit for bit the frame run alone."""
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=threads), max_engines=1)
     try:
         engine = backend.open_engine(
-            ModelConfig(name="d", path=DET_DYN, task="detect", max_batch=2)
+            ModelConfig(name="d", path=DET_DYN, task="detect", max_batch=3)
         )
-        a, b = (backend.allocate_input(engine.info.input) for _ in range(2))
-        a.fill(read_frame(DEMO_VIDEO, 10))
-        b.fill(read_frame(DEMO_VIDEO, 60))
-        pair = asyncio.run(engine.infer_batch([a, b])).copy()
-        assert not np.array_equal(pair[0], pair[1])  # two different frames
-        for i, slot in enumerate((a, b)):
-            alone = asyncio.run(engine.infer_batch([slot]))
-            assert alone.shape == (1, *pair.shape[1:])
-            np.testing.assert_array_equal(alone[0], pair[i])
+        assert engine.lanes == threads
+        slots = [backend.allocate_input(engine.info.input) for _ in range(3)]
+        for slot, (video, index) in zip(
+            slots, ((DEMO_VIDEO, 10), (DEMO_VIDEO, 60), (shared_media("vtest.avi"), 5)), strict=True
+        ):
+            slot.fill(read_frame(video, index))
+        alone = [engine.run_sync(slot.host) for slot in slots]
+        assert not np.array_equal(alone[0], alone[1])  # different frames
+        for n in (3, 2):
+            batch = asyncio.run(engine.infer_batch(slots[:n]))
+            assert batch.shape == (n, *alone[0].shape[1:])
+            for i in range(n):
+                np.testing.assert_array_equal(batch[i], alone[i][0])
+        one = asyncio.run(engine.infer_batch(slots[2:]))
+        np.testing.assert_array_equal(one, alone[2])
     finally:
         backend.close()
+
+
+def test_two_threads_batched_cameras_get_what_they_get_alone(tmp_path):
+    """Frame-parallel batches (two intra-op threads) through the service: each camera gets
+    exactly the detections it gets alone at batch 1."""
+    cameras = [
+        {"name": "demo", "source": str(DEMO_VIDEO)},
+        {"name": "vtest", "source": str(shared_media("vtest.avi"))},
+    ]
+    frames = 4
+
+    def config(cams: list[dict], model: dict, name: str) -> Path:
+        path = write_config(tmp_path, cams, model, name)
+        data = yaml.safe_load(path.read_text())
+        data["onnxruntime"]["intra_op_threads"] = 2
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    batched = Collect()
+    service = run(config(cameras, {"path": str(DET_DYN), "max_batch": 2}, "lanes"), frames, batched)
+    assert Counter(c.size for c in service.batches["det"].all)[2] >= frames - 1
+    for cam in cameras:
+        alone = Collect()
+        run(config([cam], {"path": str(DET)}, f"alone2-{cam['name']}"), frames, alone)
+        assert batched.by_camera(cam["name"]) == alone.by_camera(cam["name"]), cam["name"]
+    assert all(batched.by_camera("demo").values())
 
 
 def test_multicam_demo_config_checks_out():
