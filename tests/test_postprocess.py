@@ -178,15 +178,19 @@ def reference_nms(boxes: np.ndarray, scores: np.ndarray, thr: float) -> list[int
     return keep
 
 
-@pytest.mark.parametrize("n", [1, 5, 60, 300, 1500])
+@pytest.mark.parametrize("n", [1, 5, 60, 100, 300, 1500])
 @pytest.mark.parametrize("thr", [0.1, 0.45, 0.7])
-def test_nms_matches_reference(n, thr):
-    """Both NMS paths (pairwise matrix, and per-row beyond 1024 boxes) equal the textbook one."""
+@pytest.mark.parametrize("ties", [False, True])
+def test_nms_matches_reference(n, thr, ties):
+    """Every NMS path (one-integer and per-row greedy scans over the pairwise matrix, per-row
+    IoU beyond 1024 boxes) equals the textbook one, with distinct or heavily tied scores."""
     rng = np.random.default_rng(n * 100 + int(thr * 10))
     xy = rng.uniform(0, 600, (n, 2))
     wh = rng.uniform(5, 120, (n, 2))
     boxes = np.concatenate([xy, xy + wh], 1).astype(np.float32)
     scores = rng.permutation(n).astype(np.float32) / n + 0.001  # distinct scores
+    if ties:  # ten score levels: ties keep the earlier index first
+        scores = (np.floor(scores * 10) / 10 + 0.05).astype(np.float32)
     got = nms(boxes, scores, thr).tolist()
     assert got == reference_nms(boxes.astype(np.float64), scores, thr)
     assert nms(boxes, scores, thr, max_keep=3).tolist() == got[:3]

@@ -14,7 +14,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-# Up to this many boxes the pairwise matrices are built in one go (at 1024: 16 MB for a moment).
+# Up to this many boxes the pairwise matrices are built in one go (at 1024: 20 MB for a moment).
 _MATRIX_LIMIT = 1024
 # Up to this many boxes the greedy scan shifts one integer of n^2 bits (beyond, row bytes win).
 _FLAT_LIMIT = 64
@@ -92,11 +92,19 @@ def nms_sorted(
 
 def _zeros(count: int) -> npt.NDArray[np.float32]:
     """``count`` read-only float32 zeros (``maximum`` with a scalar 0 runs elementwise without
-    SIMD, about 5x slower than with an array of zeros)."""
-    return _zeros_block(1 << max(count - 1, 0).bit_length())[:count]
+    SIMD, about 5x slower than with an array of zeros).
+
+    From a shared block of at least 64 KB (up to 90 boxes), a power of two, so that frames
+    of varying candidate counts reuse one block; two are kept (at most 8 + 4 MB at the
+    matrix limit).
+    """
+    return _zeros_block(1 << max(count - 1, _ZEROS_MIN).bit_length())[:count]
 
 
-@lru_cache(maxsize=4)
+_ZEROS_MIN = (1 << 14) - 1
+
+
+@lru_cache(maxsize=2)
 def _zeros_block(size: int) -> npt.NDArray[np.float32]:
     block = np.zeros(size, np.float32)
     block.flags.writeable = False
