@@ -9,15 +9,19 @@ The motion model, the process noise and the measurement noise act on each of the
 coordinates separately (each is a position with its velocity), and a new track starts with
 a diagonal covariance: so the 8 x 8 covariance stays block-diagonal, four 2 x 2 blocks
 (var of position, covariance of position and velocity, var of velocity per coordinate).
-Predict and update are then a few elementwise operations instead of batched 8 x 8 matrix
-products, with exactly the same result (tests/test_tracking.py checks it against the
+More: the four blocks start equal and every step treats them alike (the noise of all four
+scales with the same box height), so they stay equal, bit for bit. Predict and update are
+then a few elementwise operations on one 2 x 2 block per track instead of batched 8 x 8
+matrix products, with exactly the same result (tests/test_tracking.py checks it against the
 matrix form).
 
-The tracker keeps everything in one ``20 x n`` array, a column per track (``STATE_ROWS``):
-the mean (rows 0-7), then the blocks (rows 8-19). Each quantity of all tracks is then one
-contiguous row, which is what makes numpy's per-call cost small for tens of tracks.
+The tracker keeps everything in one ``11 x n`` array, a column per track (``STATE_ROWS``):
+the mean (rows 0-7: cx, cy, w, h and their velocities), then the block (rows 8-10: var of
+position, covariance, var of velocity). Each quantity of all tracks is then one contiguous
+row, which is what makes numpy's per-call cost small for tens of tracks.
 ``initiate``/``predict``/``update`` are the same filter on ``n x 8`` means and ``n x 3 x 4``
-blocks (``cov[:, 0]`` var of position, ``1`` covariance, ``2`` var of velocity).
+blocks (``cov[:, 0]`` var of position, ``1`` covariance, ``2`` var of velocity, per
+coordinate).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ _STD_VEL = 0.35
 # A new track's velocity is unknown: its initial std, in box heights per second.
 _STD_VEL_INIT = 1.0
 PP, PV, VV = 0, 1, 2  # the blocks of ``cov``
-STATE_ROWS = 20  # rows of the packed state: mean (8), then the PP, PV, VV blocks (4 each)
+STATE_ROWS = 11  # rows of the packed state: the mean (8), then the block (PP, PV, VV)
 
 
 def xyxy_to_cxcywh(boxes: npt.NDArray[np.floating]) -> F64:
@@ -59,8 +63,8 @@ def initiate_state(z: F64) -> F64:
     x = np.zeros((STATE_ROWS, z.shape[1]))
     x[:4] = z
     s = np.maximum(z[3], 1.0)  # boxes of zero height would make the noise vanish
-    x[8:12] = (2 * _STD_MEAS * s) ** 2
-    x[16:20] = (_STD_VEL_INIT * s) ** 2
+    x[8] = (2 * _STD_MEAS * s) ** 2
+    x[10] = (_STD_VEL_INIT * s) ** 2
     return x
 
 
@@ -70,38 +74,44 @@ def predict_state(x: F64, dt: float) -> F64:
     s2 *= s2
     out: F64 = x.copy()
     out[:4] += dt * x[4:8]
-    # F P F^T + Q per coordinate, F = [[1, dt], [0, 1]].
-    dvv = dt * x[16:20]
-    out[8:12] = x[8:12] + dt * (2 * x[12:16] + dvv) + (_STD_POS**2 * dt) * s2
-    out[12:16] += dvv
-    out[16:20] += (_STD_VEL**2 * dt) * s2
+    # F P F^T + Q, F = [[1, dt], [0, 1]].
+    pp, pv, vv = x[8], x[9], x[10]
+    dvv = dt * vv
+    out[8] = pp + dt * (2 * pv + dvv) + (_STD_POS**2 * dt) * s2
+    out[9] += dvv
+    out[10] += (_STD_VEL**2 * dt) * s2
     return out
 
 
 def update_state(x: F64, z: F64) -> F64:
     """Correct the tracks (columns) of ``x`` with their ``4 x n`` measurements ``z``."""
-    pp, pv = x[8:12], x[12:16]
+    pp, pv, vv = x[8], x[9], x[10]
     s = np.maximum(x[3], 1.0)
     s = pp + (_STD_MEAS**2) * s**2  # innovation variance
-    gain = x[8:16] / np.concatenate((s, s))  # rows 0-3 of position, 4-7 of velocity
+    kp, kv = pp / s, pv / s  # gains of position and velocity
     innov = z - x[:4]
     out = np.empty_like(x)
-    out[:8] = x[:8] + gain * np.concatenate((innov, innov))
-    kp = gain[:4]
-    out[8:16] = x[8:16] - np.concatenate((kp, kp)) * x[8:16]
-    out[16:20] = x[16:20] - gain[4:] * pv
+    out[:4] = x[:4] + kp * innov
+    out[4:8] = x[4:8] + kv * innov
+    out[8] = pp - kp * pp
+    out[9] = pv - kp * pv
+    out[10] = vv - kv * pv
     return out
 
 
 def pack(mean: F64, cov: F64) -> F64:
-    """``n x 8`` means and ``n x 3 x 4`` blocks -> the packed ``20 x n`` state."""
-    return np.concatenate((mean.T, cov.reshape(len(cov), 12).T))
+    """``n x 8`` means and ``n x 3 x 4`` blocks (equal over the coordinates, as this filter
+    makes them) -> the packed ``11 x n`` state."""
+    if not (cov == cov[:, :, :1]).all():
+        raise ValueError("the four coordinates' covariance blocks differ: not from this filter")
+    return np.concatenate((mean.T, cov[:, :, 0].T))
 
 
 def unpack(x: F64) -> tuple[F64, F64]:
     """Inverse of ``pack``."""
     n = x.shape[1]
-    return np.ascontiguousarray(x[:8].T), np.ascontiguousarray(x[8:].T).reshape(n, 3, 4)
+    cov = np.repeat(x[8:].T[:, :, None], 4, axis=2)
+    return np.ascontiguousarray(x[:8].T), cov.reshape(n, 3, 4)
 
 
 # ---------------------------------------------------------------- per-track rows

@@ -125,7 +125,7 @@ def associate(
         return []
     n, m = score.shape
     full = len(rows) == n and len(cols) == m  # every row and column: no need to cut
-    sub = score if full else score[rows][:, cols]
+    sub = score if full else score.take(rows, 0).take(cols, 1)
     r, c = linear_sum_assignment(sub, maximize=True)
     vals = sub[r, c].tolist()
     r_, c_ = r.tolist(), c.tolist()
@@ -296,11 +296,13 @@ class ByteTracker:
         """Kalman update of the matched tracks with their detections' ``z`` columns."""
         mt = [t for t, _ in pairs]
         md = [d for _, d in pairs]
-        zm = z if md == list(range(z.shape[1])) else z[:, md]
+        # (``take`` with an index array: numpy's cheapest gather for a few columns.)
+        zm = z if md == list(range(z.shape[1])) else z.take(np.array(md, np.intp), 1)
         if mt == list(range(len(self.tracks))):  # every track, in order: no gather/scatter
             self.x = kalman.update_state(self.x, zm)
         else:
-            self.x[:, mt] = kalman.update_state(self.x[:, mt], zm)
+            idx = np.array(mt, np.intp)
+            self.x[:, idx] = kalman.update_state(self.x.take(idx, 1), zm)
 
     def _confirm(self, tr: Track, out: TrackerUpdate) -> None:
         tr.state = TrackState.CONFIRMED
@@ -324,8 +326,9 @@ class ByteTracker:
         out: TrackerUpdate,
         ids: list[int],
     ) -> None:
-        self.x = np.concatenate((self.x, kalman.initiate_state(z[:, rows])), axis=1)
-        classes = class_ids[rows].astype(np.intp)
+        idx = np.array(rows, np.intp)
+        self.x = np.concatenate((self.x, kalman.initiate_state(z.take(idx, 1))), axis=1)
+        classes = class_ids.take(idx).astype(np.intp)
         self.classes = np.concatenate((self.classes, classes))
         k = len(rows)
         for name, col in self.columns.items():
