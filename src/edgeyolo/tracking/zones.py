@@ -148,7 +148,9 @@ class LineCounter:
 
     The per-track state is two ``tracks x lines`` arrays the caller keeps: the side of
     every line the track was last on (+1 right, -1 left, 0 not known yet) and the
-    consecutive frames it has been seen on the other side (int8, int32).
+    consecutive frames it has been seen on the other side (int8, int32). Usually nothing
+    happens on a line: numpy finds the few (track, line) cells where something does, and
+    the rules run in Python on those only.
     """
 
     def __init__(self, lines: list[Line]) -> None:
@@ -157,9 +159,12 @@ class LineCounter:
         d = np.array([ln.b for ln in lines], np.float64).reshape(-1, 2) - a
         length = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
         margin = np.array([ln.margin for ln in lines], np.float64)
-        consts = (a[:, 0], a[:, 1], d[:, 0], d[:, 1], length, length**2, margin, -margin)
+        dx, dy = d[:, 0], d[:, 1]
+        # Per cell: the line's start, its direction twice (dx, dy | dy, dx: the products of
+        # the dot and the cross product), its length (squared) and margin.
+        consts = (a[:, 0], a[:, 1], dx, dy, dy, dx, length, length**2, margin, -margin)
         self._consts = _Tiles(np.stack(consts))
-        self._need = _Tiles(np.array([[ln.min_frames for ln in lines]], np.int32))
+        self.min_frames = [ln.min_frames for ln in lines]
         self.counts = [[0, 0] for _ in lines]  # per line: in, out
 
     def applies(self, labels: list[str]) -> Bools:
@@ -173,37 +178,41 @@ class LineCounter:
         """One frame of the tracks seen in it (as ``ZoneTracker.step``, state updated in
         place). Returns the crossings as (row, line, +1 in / -1 out), in order."""
         k, n_lines = side.shape
-        ax, ay, dx, dy, length, length2, margin, neg_margin = self._consts(k)
-        rel_x = px.repeat(n_lines) - ax  # cell: (track, line)
-        rel_y = py.repeat(n_lines) - ay
-        cross = (dx * rel_y - dy * rel_x) / length
-        along = (rel_x * dx + rel_y * dy) / length2
+        t = self._consts(k)
+        rel = np.array((px, py)).repeat(n_lines, 1) - t[0:2]  # cell: (track, line)
+        prod = rel * t[2:6].reshape(2, 2, -1)  # x dx, y dy | x dy, y dx
+        along = (prod[0, 0] + prod[0, 1]) / t[7]
+        cross = (prod[1, 1] - prod[1, 0]) / t[6]
         # Beyond the segment's ends: forget the side. Within the margin: no information.
         inseg = along >= 0.0
         inseg &= along <= 1.0
-        raw = (cross > margin).view(np.int8) - (cross < neg_margin).view(np.int8)
-        reset = ~inseg
-        act = inseg & (raw != 0)
-        if ok is not None:
-            okf = ok.reshape(-1)
-            reset &= okf
-            act &= okf
+        raw = (cross > t[8]).view(np.int8) - (cross < t[9]).view(np.int8)
         sd, st = side.reshape(-1), run.reshape(-1)  # views: updates land in side and run
-        first = act & (sd == 0)  # first sight: a side, no crossing
-        same = act & (raw == sd)
-        other = act ^ first ^ same  # seen on the other side
-        st += other
-        np.putmask(st, same | reset, 0)
-        crossed = other & (st >= self._need(k)[0])
-        np.putmask(sd, first | crossed, raw)
-        np.putmask(sd, reset, 0)
-        if not np.count_nonzero(crossed):
+        # Something happens where a side is seen that is new (or a count is running), or
+        # where a known side is forgotten.
+        news = raw != sd
+        news |= st != 0
+        news &= raw != 0
+        busy = np.where(inseg, news, sd != 0)
+        if ok is not None:
+            busy &= ok.reshape(-1)
+        if not np.count_nonzero(busy):
             return []
-        np.putmask(st, crossed, 0)
         out = []
-        for c in np.flatnonzero(crossed).tolist():
+        for c in np.flatnonzero(busy).tolist():
             a, j = divmod(c, n_lines)
-            d = int(sd[c])
-            self.counts[j][0 if d > 0 else 1] += 1
-            out.append((a, j, d))
+            if not inseg[c]:
+                sd[c] = st[c] = 0
+                continue
+            now, was = int(raw[c]), int(sd[c])
+            if was == 0:  # first sight: a side, no crossing
+                sd[c] = now
+            elif now == was:
+                st[c] = 0
+            else:  # seen on the other side
+                st[c] += 1
+                if st[c] >= self.min_frames[j]:
+                    sd[c], st[c] = now, 0
+                    self.counts[j][0 if now > 0 else 1] += 1
+                    out.append((a, j, now))
         return out
