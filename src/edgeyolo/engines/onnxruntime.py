@@ -12,8 +12,8 @@ runs its batches frame-parallel: a second session of the same file with one intr
 and that many lanes, each running whole frames. The same cores, used without splitting every
 operator of one frame between threads: on the 2-core box, four frames cost about 10-15 %
 less CPU and wall time this way than as one 2-thread call (docs/benchmarks.md, "Batching
-several cameras"). Single frames (batch-1 calls, and a batch of one) keep the intra-op threads,
-so a camera alone still gets every core.
+several cameras on the CPU"). Single frames (batch-1 calls, and a batch of one) keep the
+intra-op threads, so a camera alone still gets every core.
 """
 
 from __future__ import annotations
