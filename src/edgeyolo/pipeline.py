@@ -107,7 +107,8 @@ class CameraPipeline:
             if make is not None and not sequential:
                 engines = [r.engine for r in runners]
                 for ss in self._slotsets:
-                    ss.launch = make(ss.slots, engines)
+                    locks = [r.lock for r in runners]
+                    ss.launch = make(ss.slots, engines, owner=self, locks=locks)
         except BaseException:
             self.close()
             raise
@@ -117,17 +118,27 @@ class CameraPipeline:
         self._frame_pool = getattr(backend, "frame_pool", None)
         if not hasattr(source, "frame_pool"):
             self._frame_pool = None
-        # Batched models fill a batch with one frame per attached camera (edgeyolo.batching).
+        # Batched models fill a batch with one frame per attached camera (edgeyolo.batching;
+        # a batched launch counts its cameras itself).
         self._attached = True
-        for r in runners:
-            r.attach()
+        if not self._launched:
+            for r in runners:
+                r.attach()
+
+    @property
+    def _launched(self) -> bool:
+        return any(ss.launch is not None for ss in getattr(self, "_slotsets", ()))
 
     def _detach(self) -> None:
         """This camera submits no more frames: batches stop waiting for it."""
         if getattr(self, "_attached", False):
             self._attached = False
-            for r in self.runners:
-                r.detach()
+            for ss in self._slotsets:
+                if ss.launch is not None:
+                    ss.launch.detach()
+            if not self._launched:
+                for r in self.runners:
+                    r.detach()
 
     def close(self) -> None:
         """Release the stages, then the input slots (reverse order of allocation)."""

@@ -11,7 +11,6 @@ cameras noticing (``edgeyolo.batching``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -189,26 +188,34 @@ class ModelRunner:
         self,
         raw: npt.NDArray[np.float32] | Candidates | BaseException,
         letterboxes: Mapping[TensorSpec, Letterbox],
-        t_wait: int,
-        t0: int,
-        t1: int,
+        waited_ms: float,
+        infer_ms: float,
+        size: int = 1,
+        reporter: bool = True,
     ) -> ModelOutput | BaseException:
         """Decode and report one engine result of a joint launch (``run_frame``); an
-        exception is counted as a failure and returned for the caller to isolate."""
+        exception is counted as a failure and returned for the caller to isolate.
+
+        ``size``: frames in the engine call (several cameras' in a batched launch), reported
+        by one of them only (``reporter``) so that each call is counted once.
+        """
+        waited = (waited_ms,)
         if isinstance(raw, BaseException):
             self.failures += 1
-            self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
+            if reporter:
+                self.report(BatchReport(self.name, size, waited, 0.0, 0.0, True))
             return raw
         t_decode = time.perf_counter_ns()
         try:
             dets = self.decode(raw, letterboxes[self.input_spec])
         except Exception as exc:
             self.failures += 1
-            self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), 0.0, 0.0, True))
+            if reporter:
+                self.report(BatchReport(self.name, size, waited, 0.0, 0.0, True))
             return exc
-        infer_ms = (t1 - t0) * _ms
         decode_ms = (time.perf_counter_ns() - t_decode) * _ms
-        self.report(BatchReport(self.name, 1, ((t0 - t_wait) * _ms,), infer_ms, decode_ms))
+        if reporter:
+            self.report(BatchReport(self.name, size, waited, infer_ms, decode_ms))
         return self.output(dets, infer_ms, decode_ms)
 
     def should_log_failure(self) -> bool:
@@ -259,31 +266,26 @@ async def run_frame(
 ) -> list[ModelOutput | BaseException]:
     """Every runner's engine on the frame ``launch`` staged, as one launch (a CUDA graph).
 
-    Holds all the runners' locks for the launch (taken in one global order, so cameras that
-    share models cannot deadlock), decodes outputs the engines reuse under them and the rest
-    after, then sets ``released``: the engines are free for the next frame while this one is
-    decoded. Per runner: its output, or the exception (counted as its failure).
+    The launch holds the runners' locks while it uses the engines (a batched launch for
+    several cameras takes them once per batch) and returns outputs that are ours, so the
+    engines are free for the next frame (``released`` is set) before this one is decoded.
+    Per runner: its output, or the exception (counted as its failure).
     """
     # The frame's own letterboxes: the slot set's are replaced by the frame after next, which
     # may be staged before this one's decodes (after ``released``).
     letterboxes = dict(letterboxes)
-    order = sorted(range(len(runners)), key=lambda i: id(runners[i]))
     t_wait = time.perf_counter_ns()
-    async with contextlib.AsyncExitStack() as stack:
-        for i in order:
-            await stack.enter_async_context(runners[i].lock)
-        t0 = time.perf_counter_ns()
-        try:
-            raws = await launch.infer()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the launch itself failed: every engine in it did
-            raws = [exc] * len(runners)
-        t1 = time.perf_counter_ns()
-        results: list[ModelOutput | BaseException | None] = [None] * len(runners)
-        for i, runner in enumerate(runners):
-            if not runner.engine.output_owned:
-                results[i] = runner.finish(raws[i], letterboxes, t_wait, t0, t1)
+    try:
+        raws = await launch.infer([r.lock for r in runners])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the launch itself failed: every engine in it did
+        raws = [exc] * len(runners)
+    # The wait for the locks (and for the other cameras of a batch), then the engines.
+    waited_ms = launch.lock_wait_ms
+    infer_ms = max(0.0, (time.perf_counter_ns() - t_wait) * _ms - waited_ms)
+    if launch.last_batch[0] > 1:  # queued at staging: the wait began before this call
+        infer_ms = launch.last_infer_ms
     if released is not None:
         released.set()
         # Let the next frame's launch go first (the GPU would idle through these decodes):
@@ -291,10 +293,11 @@ async def run_frame(
         # second lets that task launch (asyncio runs ready callbacks in FIFO order).
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-    for i, runner in enumerate(runners):
-        if results[i] is None:
-            results[i] = runner.finish(raws[i], letterboxes, t_wait, t0, t1)
-    return [r for r in results if r is not None]
+    size, reporter = launch.last_batch
+    return [
+        runner.finish(raw, letterboxes, waited_ms, infer_ms, size, reporter)
+        for runner, raw in zip(runners, raws, strict=True)
+    ]
 
 
 def open_runners(backend: Backend, models: list[ModelConfig]) -> list[ModelRunner]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Sequence
 
     import numpy.typing as npt
@@ -185,9 +186,32 @@ class FrameLaunch(Protocol):
         """The host part of filling the slots with ``image``; the rest is in ``infer``."""
         ...
 
-    async def infer(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
-        """Run every engine (in the order given) on the staged frame: per engine what its
-        ``infer`` returns, or the exception it raised. The caller holds the engines' locks."""
+    async def infer(
+        self, locks: Sequence[asyncio.Lock] = ()
+    ) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+        """Run every engine (in the order given) on the staged frame, holding ``locks`` while
+        it uses them: per engine what its ``infer`` returns (the caller's to keep), or the
+        exception it raised."""
+        ...
+
+    @property
+    def lock_wait_ms(self) -> float:
+        """How long the last ``infer`` waited before the engines were its (locks, batch)."""
+        ...
+
+    @property
+    def last_infer_ms(self) -> float:
+        """How long the last ``infer``'s engines ran (from the launch to the results)."""
+        ...
+
+    @property
+    def last_batch(self) -> tuple[int, bool]:
+        """Frames in the last ``infer``'s engine calls, and whether this launch reports them
+        (one camera of a batched launch does)."""
+        ...
+
+    def detach(self) -> None:
+        """This camera submits no more frames (a batched launch stops waiting for it)."""
         ...
 
     def close(self) -> None: ...

@@ -44,12 +44,14 @@ from edgeyolo.engines.trt_slot import TensorRTInputSlot
 from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Mapping, Sequence
 
     from edgeyolo.config import ModelConfig, TensorRTConfig
-    from edgeyolo.engines.base import Engine, InputSlot
+    from edgeyolo.engines.base import Engine, FrameLaunch, InputSlot
     from edgeyolo.engines.trt_gpu import GpuKernels
     from edgeyolo.engines.trt_graph import FrameGraph
+    from edgeyolo.engines.trt_group import BatchGroup, GroupMember
     from edgeyolo.gpu import CudaContext, PinnedBuffer
     from edgeyolo.sources.pool import FramePool
 
@@ -89,6 +91,7 @@ class TensorRTBackend:
         self._engines: list[TensorRTEngine] = []
         self._slots: list[TensorRTInputSlot] = []
         self._launches: list[FrameGraph] = []
+        self._groups: dict[tuple[int, ...], BatchGroup] = {}
         self._frame_buffers: dict[int, PinnedBuffer] = {}  # frame pools' buffers by address
         self._pools: list[FramePool] = []
         self._graph_reasons: set[str] = set()
@@ -168,6 +171,7 @@ class TensorRTBackend:
             timing=self._timing,
             max_batch=model.max_batch,
         )
+        trt_engine.batch_timeout_ms = model.batch_timeout_ms
         try:
             _labels, class_ids = check_model(model, trt_engine.info)
             # A batched engine's decoder holds batch_rows images (one launch per call).
@@ -240,24 +244,37 @@ class TensorRTBackend:
         return pool
 
     def frame_launch(
-        self, slots: Mapping[TensorSpec, InputSlot], engines: Sequence[Engine]
-    ) -> FrameGraph | None:
+        self,
+        slots: Mapping[TensorSpec, InputSlot],
+        engines: Sequence[Engine],
+        owner: object = None,
+        locks: Sequence[asyncio.Lock] = (),
+    ) -> FrameLaunch | None:
         """One launch per frame for these engines on this slot set (``tensorrt.gpu.cuda_graph``),
-        or None: graphs are off, or a model batches frames across cameras."""
+        or for a batch of cameras' frames when every model batches (``max_batch`` > 1, the
+        same for all, GPU letterbox; ``owner``: the camera, ``locks``: its runners' locks, which
+        a batch holds while it uses the engines); None: each engine on its own
+        (graphs off, or batched models without the GPU letterbox: the per-model batcher)."""
         mode = self._config.gpu.cuda_graph
         ours = [e for e in engines if isinstance(e, TensorRTEngine)]
         mine = {s: v for s, v in slots.items() if isinstance(v, TensorRTInputSlot)}
+        rows = {e.batch_rows for e in ours}
         reason = ""
-        if mode == "off":
-            reason = "tensorrt.gpu.cuda_graph is off"
-        elif len(ours) != len(engines) or len(mine) != len(slots):
+        if len(ours) != len(engines) or len(mine) != len(slots) or not ours:
             reason = "engines or slots of another backend"
-        elif any(e.batch_rows > 1 for e in ours):
-            reason = "a model batches frames across cameras (max_batch > 1)"
+        elif rows != {1}:
+            if len(rows) > 1 or 1 in rows:
+                reason = "models with different max_batch (per-model batching)"
+            elif any(v.gpu_fill is None for v in mine.values()):
+                reason = "batched models with the CPU letterbox (per-model batching)"
+            else:
+                return self._group_member(mine, ours, rows.pop(), owner, locks)
+        elif mode == "off":
+            reason = "tensorrt.gpu.cuda_graph is off"
         if reason:
             if reason not in self._graph_reasons:
                 self._graph_reasons.add(reason)
-                self._log.info("cuda graph not used: stream launches per engine", reason=reason)
+                self._log.info("one launch per frame not used", reason=reason)
             return None
         from edgeyolo.engines.trt_graph import FrameGraph  # noqa: PLC0415
 
@@ -265,12 +282,42 @@ class TensorRTBackend:
         self._launches.append(launch)
         return launch
 
+    def _group_member(
+        self,
+        slots: Mapping[TensorSpec, TensorRTInputSlot],
+        engines: Sequence[TensorRTEngine],
+        rows: int,
+        owner: object,
+        locks: Sequence[asyncio.Lock],
+    ) -> GroupMember:
+        """The camera's place in the batched launch of these engines (made on first use)."""
+        from edgeyolo.engines.trt_group import BatchGroup, GroupMember  # noqa: PLC0415
+
+        key = tuple(id(e) for e in engines)
+        group = self._groups.get(key)
+        if group is None:
+            timeout = min(e.batch_timeout_ms for e in engines)
+            group = BatchGroup(
+                engines, rows, timeout, self._upload, self._waiter, self._config.gpu.cuda_graph
+            )
+            self._groups[key] = group
+            self._log.info(
+                "batched launch: cameras share one launch per batch",
+                engines=[e.name for e in engines],
+                max_batch=rows,
+                batch_timeout_ms=timeout,
+            )
+        return GroupMember(group, slots, owner, locks)
+
     def close(self) -> None:
         """Finish GPU work, then release engines, slots, waiter, stream and context."""
         self._ctx.synchronize()
         for launch in reversed(self._launches):
             launch.close()
         self._launches.clear()
+        for group in self._groups.values():
+            group.close()
+        self._groups.clear()
         for engine in reversed(self._engines):
             engine.close()
         self._engines.clear()

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import tensorrt as trt
 
     from edgeyolo.engines.trt_gpu import DeviceDecode
-    from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, PinnedBuffer, Waiter
+    from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, PinnedBuffer, Stream, Waiter
     from edgeyolo.postprocess import Candidates
 
 
@@ -106,6 +106,7 @@ class TensorRTEngine:
         self._bound_input = 0
         self._busy = False
         self._timed = True  # the last enqueue recorded the timing events
+        self.batch_timeout_ms = 0.0  # the model's, for a batched launch (engines/trt_group.py)
         self._decode: DeviceDecode | None = None
         self.last_enqueue_ms = 0.0
         self.last_gpu_ms = 0.0
@@ -306,35 +307,57 @@ class TensorRTEngine:
         self._busy = True
         try:
             n = len(slots)
-            stream = self._stream
-            batch.gather(stream, ours)
-            self._execute(context, n, batch.ptr)
-            self._timed = True
-            decode = self._decode
-            if decode is not None:
-                decode.enqueue(self._outputs[0].device.ptr, stream, n)
-            else:
-                self._copy_rows(n)
-            self._done.record(stream)
+            batch.gather(self._stream, ours)
+            self.enqueue_rows(batch.ptr, n)
             for slot in ours:
                 slot.add_reader(self._done)
-            await self._waiter.wait(self._done, stream)
-            if decode is None:
-                return self.result()[:n]
-            step = decode.after_wait(stream)
-            if step == "overflow":
-                self._copy_rows(n)
-            if step != "done":
-                self._done.record(stream)
-                await self._waiter.wait(self._done, stream)
-            if step == "overflow":
-                owned: npt.NDArray[np.float32] = self.result()[:n].copy()
-                return owned
-            if self._t0 is not None and self._t1 is not None:
-                self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
-            return [decode.candidates(b) for b in range(n)]
+            await self._waiter.wait(self._done, self._stream)
+            return await self.collect_rows(n)
         finally:
             self._busy = False
+
+    def enqueue_rows(self, input_ptr: int, n: int, *, capturing: bool = False) -> Event:
+        """Enqueue one call on the ``n`` frames at ``input_ptr`` (a batch input, rows of this
+        engine's input), its decode or output copy, and the done event; the caller made this
+        engine's stream wait for the input. ``capturing``: into a graph, untimed."""
+        context = self._context
+        if context is None:
+            raise RuntimeError(f"engine '{self._name}' is closed")
+        stream = self._stream
+        self._execute(context, n, input_ptr, timed=not capturing)
+        self._timed = not capturing
+        if self._decode is not None:
+            self._decode.enqueue(self._outputs[0].device.ptr, stream, n)
+        else:
+            self._copy_rows(n)
+        self._done.record(stream)
+        return self._done
+
+    async def collect_rows(self, n: int) -> npt.NDArray[np.float32] | list[Candidates]:
+        """What ``infer_batch`` returns, once the work of ``enqueue_rows(.., n)`` completed:
+        the raw output rows (a view of the pinned output), or each frame's candidates; the raw
+        rows, copied, when a frame overflowed the decode capacity."""
+        decode = self._decode
+        stream = self._stream
+        if decode is None:
+            return self.result()[:n]
+        step = decode.after_wait(stream)
+        if step == "overflow":
+            self._copy_rows(n)
+        if step != "done":
+            self._done.record(stream)
+            await self._waiter.wait(self._done, stream)
+        if step == "overflow":
+            owned: npt.NDArray[np.float32] = self.result()[:n].copy()
+            return owned
+        if self._t0 is not None and self._t1 is not None and self._timed:
+            self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
+        return [decode.candidates(b) for b in range(n)]
+
+    @property
+    def stream(self) -> Stream:
+        """This engine's CUDA stream."""
+        return self._stream
 
     def _copy_rows(self, n: int) -> None:
         """Enqueue the copy of the first ``n`` frames' output rows to the pinned host buffers."""

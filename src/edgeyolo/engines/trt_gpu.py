@@ -180,6 +180,21 @@ class GpuFill(Closing):
             src = self._frame.ptr
         self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
 
+    @property
+    def staged_size(self) -> tuple[int, int]:
+        """(width, height) of the staged frame."""
+        return self._size
+
+    def copy_staged(self, dst: DeviceBuffer, stream: Stream) -> None:
+        """Enqueue the copy of the staged frame into ``dst`` (a batched launch's row buffer)."""
+        staged = self._src
+        assert staged is not None, "stage() a frame first"
+        w, h = self._size
+        if self.integrated:  # mapped memory: a device-side copy
+            stream.copy_dtod(dst.ptr, staged.device_ptr, w * h * 3)
+        else:
+            stream.copy_htod(dst, staged, w * h * 3)
+
     def _release_frame(self) -> None:
         if self._frame is not None:
             self._frame.close()

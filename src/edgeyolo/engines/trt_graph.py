@@ -17,26 +17,28 @@ data-dependent shapes, loops or other work TensorRT cannot capture fail the capt
 ``cuda_graph: auto`` that is logged once and the frames run on streams (same results); with
 ``on`` it is an error.
 
-The engines' locks are held by the caller (``runner.run_frame``) for the whole launch, so no
-other camera's frame uses the engines or their output buffers meanwhile, and every earlier
-reader of the slot set finished before (the host saw its completion): the captured upload
-does not wait on events from outside the capture.
+The engines' locks (their runners', handed in by ``runner.run_frame``) are held for the whole
+launch, so no other camera's frame uses the engines or their output buffers meanwhile, and
+every earlier reader of the slot set finished before (the host saw its completion): the
+captured upload does not wait on events from outside the capture.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import structlog
 
 from edgeyolo.closing import Closing
 from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
-    import numpy as np
     import numpy.typing as npt
 
     from edgeyolo.engines.base import TensorSpec
@@ -81,6 +83,8 @@ class FrameGraph(Closing):
         self.launches = 0  # frames run as one graph launch
         self.streamed = 0  # frames run as stream launches (warm-up, fallback)
         self.last_launch_ms = 0.0
+        self.lock_wait_ms = 0.0
+        self.last_infer_ms = 0.0
         self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
 
     @property
@@ -148,9 +152,22 @@ class FrameGraph(Closing):
         )
         return graph
 
-    async def infer(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
-        """Run every engine on the staged frame; per engine its output (as ``infer`` returns
-        it) or the exception it raised. The caller holds every engine's lock."""
+    async def infer(
+        self, locks: Sequence[asyncio.Lock] = ()
+    ) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+        """Run every engine on the staged frame, holding ``locks`` (the engines' runners'):
+        per engine what its ``infer`` returns, the caller's to keep (raw outputs of a CPU
+        decode are copied out of the pinned buffers), or the exception it raised."""
+        t_wait = time.perf_counter_ns()
+        async with hold(locks):
+            t0 = time.perf_counter_ns()
+            self.lock_wait_ms = (t0 - t_wait) * _ms
+            results = await self._run()
+            owned = [_owned(e, r) for e, r in zip(self._engines, results, strict=True)]
+            self.last_infer_ms = (time.perf_counter_ns() - t0) * _ms
+            return owned
+
+    async def _run(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
         graph = self._graph()
         start = time.perf_counter_ns()
         if graph is None:
@@ -170,8 +187,6 @@ class FrameGraph(Closing):
         return results
 
     async def _streamed(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
-        import asyncio  # noqa: PLC0415
-
         for slot in self._slots.values():
             slot.enqueue_upload()
         return await asyncio.gather(
@@ -183,7 +198,32 @@ class FrameGraph(Closing):
             graph.close()
         self._graphs.clear()
 
+    @property
+    def last_batch(self) -> tuple[int, bool]:
+        return (1, True)
+
+    def detach(self) -> None:
+        """Nothing to tell: this launch serves one camera."""
+
     def close(self) -> None:
         """Release the graphs (the caller made sure none is running)."""
         self._drop_graphs()
         self._done.close()
+
+
+@contextlib.asynccontextmanager
+async def hold(locks: Sequence[asyncio.Lock]) -> AsyncIterator[None]:
+    """Hold every lock, taken in one global order (so two holders cannot deadlock)."""
+    async with contextlib.AsyncExitStack() as stack:
+        for lock in sorted(dict.fromkeys(locks), key=id):
+            await stack.enter_async_context(lock)
+        yield
+
+
+def _owned(
+    engine: TensorRTEngine, result: npt.NDArray[np.float32] | Candidates | BaseException
+) -> npt.NDArray[np.float32] | Candidates | BaseException:
+    """``result`` as the caller's: a raw output in the engine's pinned buffer is copied."""
+    if engine.output_owned or isinstance(result, BaseException):
+        return result
+    return result.copy() if isinstance(result, np.ndarray) else result

@@ -102,6 +102,11 @@ class TensorRTInputSlot(HostFill):
         self.ready.record(self._upload)
 
     @property
+    def gpu_fill(self) -> GpuFill | None:
+        """The GPU letterbox of this slot (None: the CPU letterbox fills ``host``)."""
+        return self._gpu
+
+    @property
     def staging_key(self) -> tuple[int, ...]:
         """What a captured upload depends on besides the slot: the staged frame's size and
         staging buffer (a graph captured for another key must not be replayed)."""

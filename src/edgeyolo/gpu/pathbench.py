@@ -82,7 +82,11 @@ async def _host_costs(cfg: Config, where: str, graph: str, n: int) -> dict[str, 
             await asyncio.gather(*(r.engine.infer(slots[r.input_spec]) for r in runners))
         engine_fps = n / (time.perf_counter() - t0)
         out: dict[str, Any] = {"engine_only_fps": round(engine_fps, 1)}
+        from edgeyolo.engines.trt_graph import FrameGraph  # noqa: PLC0415
+
         launch = backend.frame_launch(slots, [r.engine for r in runners])
+        if not isinstance(launch, FrameGraph):
+            launch = None
         if launch is not None:
             for _ in range(3):  # warm-up, capture
                 launch.stage(imgs[0])

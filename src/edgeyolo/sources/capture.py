@@ -266,6 +266,10 @@ class CaptureSource:
             while not self._taken.wait(0.1):
                 if self._stop.is_set():
                     return
+            if self._stop.is_set():
+                # stop() sets _taken to wake us: the frame still pending is delivered, this
+                # one is not (posting it would replace the pending one, a gap in the stream).
+                return
             self._taken.clear()
         self._seq += 1
         self.stats.captured += 1
