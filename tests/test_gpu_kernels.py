@@ -158,3 +158,31 @@ def test_compile_errors_carry_the_nvrtc_log(tmp_path, monkeypatch):
     monkeypatch.setattr(nvrtc, "kernel_source", lambda _name: "__global__ void k() { nope; }")
     with pytest.raises(nvrtc.NvrtcError, match=r"broken\.cu.*nope"):
         nvrtc.compile_kernel("broken", (9, 0), tmp_path)
+
+
+@pytest.mark.parametrize("frame", ["f000", "f120"])
+@pytest.mark.parametrize("model", ["det", "pose"])
+@pytest.mark.parametrize("conf", [0.25, 0.05, 0.001])
+@pytest.mark.parametrize("iou", [0.7, 0.45])
+def test_nms_kernel_model_equals_the_cpu_decode(model, frame, conf, iou):
+    """The NMS kernel's arithmetic (rank sort, pairwise IoU, greedy scan, letterbox inverse)
+    on shuffled kernel records gives the CPU decode's detections bit for bit, class filter,
+    ties and the max_det cap included."""
+    from edgeyolo.gpu.nms import reference_nms, to_detections
+
+    raw = recorded(model, frame)
+    nc, kpt = (80, None) if model == "det" else (1, (17, 3))
+    nk = 0 if kpt is None else 51
+    rng = np.random.default_rng(1)
+    filters = [None, np.array([0, 2, 7], np.intp)] if model == "det" else [None]
+    for lb in (Letterbox.fit(960, 540, 640, 640), Letterbox.fit(1280, 720, 640, 640)):
+        for classes in filters:
+            for max_det in (300, 3):
+                th = Thresholds(conf, iou, max_det, classes)
+                rec = reference_records(raw, conf, nc, nk, classes)
+                rec = rng.permutation(rec)
+                if len(rec) > 4:  # a tie in score between two candidates
+                    rec[1, 2] = rec[0, 2]
+                rows = reference_nms(rec, lb, iou, max_det, nc, kpt)
+                want = decode(to_candidates(rec, nk), lb, th, nc, kpt)
+                same(to_detections(rows, kpt), want)

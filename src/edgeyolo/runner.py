@@ -111,7 +111,9 @@ class ModelRunner:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def decode(self, raw: npt.NDArray[np.float32] | Candidates, letterbox: Letterbox) -> Detections:
+    def decode(
+        self, raw: npt.NDArray[np.float32] | Candidates | Detections, letterbox: Letterbox
+    ) -> Detections:
         """Raw engine output (or GPU-decoded candidates) of one frame -> source-pixel arrays."""
         info = self.engine.info
         return decode(raw, letterbox, self.thresholds, info.num_classes, info.kpt_shape)
@@ -186,7 +188,7 @@ class ModelRunner:
 
     def finish(
         self,
-        raw: npt.NDArray[np.float32] | Candidates | BaseException,
+        raw: npt.NDArray[np.float32] | Candidates | Detections | BaseException,
         letterboxes: Mapping[TensorSpec, Letterbox],
         waited_ms: float,
         infer_ms: float,

@@ -190,6 +190,12 @@ class GpuPathConfig(Strict):
         description="'gpu': threshold and compact candidates with a CUDA kernel and copy only "
         "those back; 'cpu': copy the whole output back and decode it with numpy.",
     )
+    nms: Literal["gpu", "cpu"] = Field(
+        "gpu",
+        description="With decode: gpu, 'gpu': NMS and the mapping to source pixels run on the "
+        "GPU too and only the detections come back (the same ones bit for bit); 'cpu': the "
+        "candidates come back and numpy runs NMS.",
+    )
     decode_capacity: int = Field(
         4096,
         ge=16,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from edgeyolo.config import ModelConfig
     from edgeyolo.frames import Letterbox
-    from edgeyolo.postprocess import Candidates
+    from edgeyolo.postprocess import Candidates, Detections
     from edgeyolo.preprocess import Preprocessor
 
 Task = Literal["detect", "pose"]
@@ -138,7 +138,7 @@ class Engine(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates:
+    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates | Detections:
         """Run the model on ``slot`` and return its raw output (1 x rows x anchors, float32).
 
         An engine that decodes on the device (TensorRT's GPU decode) returns the
@@ -165,7 +165,7 @@ class BatchEngine(Engine, Protocol):
 
     async def infer_batch(
         self, slots: Sequence[InputSlot]
-    ) -> npt.NDArray[np.float32] | Sequence[Candidates]:
+    ) -> npt.NDArray[np.float32] | Sequence[Candidates | Detections]:
         """Run the model once on every slot (batch index i = ``slots[i]``).
 
         Returns the raw output (len(slots) x rows x anchors, float32), or from an engine that
@@ -188,7 +188,7 @@ class FrameLaunch(Protocol):
 
     async def infer(
         self, locks: Sequence[asyncio.Lock] = ()
-    ) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+    ) -> list[npt.NDArray[np.float32] | Candidates | Detections | BaseException]:
         """Run every engine (in the order given) on the staged frame, holding ``locks`` while
         it uses them: per engine what its ``infer`` returns (the caller's to keep), or the
         exception it raised."""

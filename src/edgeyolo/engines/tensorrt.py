@@ -189,6 +189,7 @@ class TensorRTBackend:
                         model.conf,
                         class_ids,
                         self._config.gpu.decode_capacity,
+                        nms=(model.iou, model.max_det) if self._config.gpu.nms == "gpu" else None,
                     )
                 )
         except BaseException:

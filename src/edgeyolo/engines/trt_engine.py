@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from edgeyolo.engines.trt_gpu import DeviceDecode
     from edgeyolo.gpu import CudaContext, DeviceBuffer, Event, PinnedBuffer, Stream, Waiter
-    from edgeyolo.postprocess import Candidates
+    from edgeyolo.postprocess import Candidates, Detections
 
 
 @dataclass(slots=True)
@@ -224,7 +224,7 @@ class TensorRTEngine:
         self._execute(context, 1, slot.device_ptr, timed=not capturing)
         self._timed = not capturing
         if self._decode is not None:
-            self._decode.enqueue(self._outputs[0].device.ptr, stream)
+            self._decode.enqueue(self._outputs[0].device.ptr, stream, 1, slot.params_ptr)
         else:
             for out in self._outputs:
                 stream.copy_dtoh(out.host, out.device)
@@ -244,7 +244,7 @@ class TensorRTEngine:
         np.copyto(self._out32, host, casting="same_kind")
         return self._out32
 
-    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates:
+    async def infer(self, slot: InputSlot) -> npt.NDArray[np.float32] | Candidates | Detections:
         """Run on ``slot`` (filled) and return the raw float32 output, or with the GPU decode
         the candidates above the threshold (the raw output on an overflow frame)."""
         if self._busy:
@@ -258,7 +258,7 @@ class TensorRTEngine:
         finally:
             self._busy = False
 
-    async def collect(self) -> npt.NDArray[np.float32] | Candidates:
+    async def collect(self) -> npt.NDArray[np.float32] | Candidates | Detections:
         """What ``infer`` returns, once the work of the last ``enqueue`` (or of the frame graph
         that contains it) completed: the raw output, or the GPU decode's candidates (fetching
         records past the first copy, or the whole output on an overflow frame, if needed)."""
@@ -282,7 +282,7 @@ class TensorRTEngine:
 
     async def infer_batch(
         self, slots: Sequence[InputSlot]
-    ) -> npt.NDArray[np.float32] | list[Candidates]:
+    ) -> npt.NDArray[np.float32] | list[Candidates | Detections]:
         """One call on ``len(slots)`` frames: each slot copied (device to device) into its row
         of the batch input on this engine's stream, then ``execute_async_v3`` once. Returns the
         batch's raw output rows (``len(slots)`` x rows x anchors, float32), or with the GPU
@@ -316,10 +316,13 @@ class TensorRTEngine:
         finally:
             self._busy = False
 
-    def enqueue_rows(self, input_ptr: int, n: int, *, capturing: bool = False) -> Event:
+    def enqueue_rows(
+        self, input_ptr: int, n: int, *, capturing: bool = False, params_ptr: int = 0
+    ) -> Event:
         """Enqueue one call on the ``n`` frames at ``input_ptr`` (a batch input, rows of this
         engine's input), its decode or output copy, and the done event; the caller made this
-        engine's stream wait for the input. ``capturing``: into a graph, untimed."""
+        engine's stream wait for the input. ``capturing``: into a graph, untimed;
+        ``params_ptr``: the frames' letterboxes (8 floats each) for the GPU NMS."""
         context = self._context
         if context is None:
             raise RuntimeError(f"engine '{self._name}' is closed")
@@ -327,13 +330,13 @@ class TensorRTEngine:
         self._execute(context, n, input_ptr, timed=not capturing)
         self._timed = not capturing
         if self._decode is not None:
-            self._decode.enqueue(self._outputs[0].device.ptr, stream, n)
+            self._decode.enqueue(self._outputs[0].device.ptr, stream, n, params_ptr)
         else:
             self._copy_rows(n)
         self._done.record(stream)
         return self._done
 
-    async def collect_rows(self, n: int) -> npt.NDArray[np.float32] | list[Candidates]:
+    async def collect_rows(self, n: int) -> npt.NDArray[np.float32] | list[Candidates | Detections]:
         """What ``infer_batch`` returns, once the work of ``enqueue_rows(.., n)`` completed:
         the raw output rows (a view of the pinned output), or each frame's candidates; the raw
         rows, copied, when a frame overflowed the decode capacity."""

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from edgeyolo.gpu.decode import GpuDecoder
     from edgeyolo.gpu.letterbox import GpuLetterbox
     from edgeyolo.gpu.nvrtc import Module
-    from edgeyolo.postprocess import Candidates
+    from edgeyolo.postprocess import Candidates, Detections
 
 OVERFLOW_LOG_S = 60.0
 
@@ -221,11 +221,14 @@ class DeviceDecode(Closing):
         conf: float,
         classes: npt.NDArray[np.intp] | None,
         capacity: int,
+        nms: tuple[float, int] | None = None,
     ) -> None:
         from edgeyolo.gpu.decode import GpuDecoder  # noqa: PLC0415
 
         shape, dtype = output
         nk = 0 if kpt_shape is None else kpt_shape[0] * kpt_shape[1]
+        self.kpt_shape = kpt_shape
+        kdims = 1 if kpt_shape is None else kpt_shape[1]
         self.decoder: GpuDecoder = GpuDecoder(
             module,
             dtype,
@@ -237,6 +240,7 @@ class DeviceDecode(Closing):
             capacity=capacity,
             first_copy=min(capacity, 512),
             batch=int(shape[0]),
+            nms=None if nms is None else (nms[0], nms[1], kdims),
         )
         self.name = name
         self.overflows = 0  # frames whose candidates exceeded the capacity
@@ -244,9 +248,10 @@ class DeviceDecode(Closing):
         self._logged_at = -OVERFLOW_LOG_S
         self._log = structlog.get_logger().bind(engine=name)
 
-    def enqueue(self, raw_ptr: int, stream: Stream, images: int = 1) -> None:
-        """Decode the first ``images`` images of the output at ``raw_ptr`` (one per frame)."""
-        self.decoder.enqueue(raw_ptr, stream, images)
+    def enqueue(self, raw_ptr: int, stream: Stream, images: int = 1, params_ptr: int = 0) -> None:
+        """Decode the first ``images`` images of the output at ``raw_ptr`` (one per frame);
+        with ``params_ptr`` (their letterboxes, ``letterbox_params``) NMS runs on the GPU too."""
+        self.decoder.enqueue(raw_ptr, stream, images, params_ptr)
 
     def after_wait(self, stream: Stream) -> str:
         """What the finished frame needs next: 'done', 'rest' (copy enqueued) or 'overflow'."""
@@ -269,7 +274,10 @@ class DeviceDecode(Closing):
             return "rest"
         return "done"
 
-    def candidates(self, b: int = 0) -> Candidates:
+    def candidates(self, b: int = 0) -> Candidates | Detections:
+        """Image ``b``'s detections when NMS ran on the GPU, else its candidates."""
+        if self.decoder.nms_done[b]:
+            return self.decoder.detections(b, self.kpt_shape)
         return self.decoder.candidates(b)
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import numpy as np
 import structlog
@@ -47,7 +47,10 @@ if TYPE_CHECKING:
     from edgeyolo.frames import Letterbox
     from edgeyolo.gpu import Stream, Waiter
     from edgeyolo.gpu.graph import Graph
-    from edgeyolo.postprocess import Candidates
+    from edgeyolo.postprocess import Candidates, Detections
+
+    # What a launch returns per engine: its output (raw, candidates, detections) or its error.
+    Result: TypeAlias = npt.NDArray[np.float32] | Candidates | Detections | BaseException
 
 GraphMode = Literal["auto", "on", "off"]
 MAX_GRAPHS = 16  # per slot set: frame sizes x pinned frame buffers (frame pool) kept
@@ -152,9 +155,7 @@ class FrameGraph(Closing):
         )
         return graph
 
-    async def infer(
-        self, locks: Sequence[asyncio.Lock] = ()
-    ) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+    async def infer(self, locks: Sequence[asyncio.Lock] = ()) -> list[Result]:
         """Run every engine on the staged frame, holding ``locks`` (the engines' runners'):
         per engine what its ``infer`` returns, the caller's to keep (raw outputs of a CPU
         decode are copied out of the pinned buffers), or the exception it raised."""
@@ -167,7 +168,7 @@ class FrameGraph(Closing):
             self.last_infer_ms = (time.perf_counter_ns() - t0) * _ms
             return owned
 
-    async def _run(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+    async def _run(self) -> list[Result]:
         graph = self._graph()
         start = time.perf_counter_ns()
         if graph is None:
@@ -178,7 +179,7 @@ class FrameGraph(Closing):
         self.launches += 1
         self.last_launch_ms = (time.perf_counter_ns() - start) * _ms
         await self._waiter.wait(self._done, self._upload)
-        results: list[npt.NDArray[np.float32] | Candidates | BaseException] = []
+        results: list[Result] = []
         for engine in self._engines:
             try:
                 results.append(await engine.collect())
@@ -186,7 +187,9 @@ class FrameGraph(Closing):
                 results.append(exc)
         return results
 
-    async def _streamed(self) -> list[npt.NDArray[np.float32] | Candidates | BaseException]:
+    async def _streamed(
+        self,
+    ) -> list[Result]:
         for slot in self._slots.values():
             slot.enqueue_upload()
         return await asyncio.gather(
@@ -221,8 +224,9 @@ async def hold(locks: Sequence[asyncio.Lock]) -> AsyncIterator[None]:
 
 
 def _owned(
-    engine: TensorRTEngine, result: npt.NDArray[np.float32] | Candidates | BaseException
-) -> npt.NDArray[np.float32] | Candidates | BaseException:
+    engine: TensorRTEngine,
+    result: Result,
+) -> Result:
     """``result`` as the caller's: a raw output in the engine's pinned buffer is copied."""
     if engine.output_owned or isinstance(result, BaseException):
         return result

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 
 from edgeyolo.closing import Closing
@@ -42,7 +43,6 @@ from edgeyolo.errors import ModelError
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    import numpy as np
     import numpy.typing as npt
 
     from edgeyolo.engines.base import TensorSpec
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from edgeyolo.engines.trt_gpu import GpuFill
     from edgeyolo.engines.trt_slot import TensorRTInputSlot
     from edgeyolo.frames import Letterbox
-    from edgeyolo.gpu import DeviceBuffer, Stream, Waiter
+    from edgeyolo.gpu import DeviceBuffer, PinnedBuffer, Stream, Waiter
     from edgeyolo.gpu.graph import Graph
 
 _ms = 1e-6
@@ -76,7 +76,7 @@ class BatchGroup(Closing):
         waiter: Waiter,
         mode: GraphMode,
     ) -> None:
-        from edgeyolo.gpu import DeviceBuffer, Event  # noqa: PLC0415
+        from edgeyolo.gpu import DeviceBuffer, Event, PinnedBuffer  # noqa: PLC0415
 
         self._engines = list(engines)
         self.rows = rows
@@ -103,6 +103,11 @@ class BatchGroup(Closing):
                 nbytes = int(spec.dtype.itemsize) * int(_prod(spec.shape[1:]))
                 self._inputs[spec] = DeviceBuffer(rows * nbytes)
                 self._resources.append(self._inputs[spec])
+            # Each row's letterbox for the NMS kernel, written before each batch's launch.
+            self._params: dict[TensorSpec, PinnedBuffer] = {}
+            for spec in self._inputs:
+                self._params[spec] = PinnedBuffer((rows, 8), np.float32, mapped=True)
+                self._resources.append(self._params[spec])
             self._ready = Event()
             self._resources.append(self._ready)
             self._done = Event()
@@ -199,11 +204,15 @@ class BatchGroup(Closing):
             req.future.set_result((results, n, b, (t0 - req.submitted_ns) * _ms, ran_ms))
 
     async def _launch(self, live: list[_Request]) -> list[Any]:
+        from edgeyolo.gpu.nms import letterbox_params  # noqa: PLC0415
+
         n = len(live)
         for b, req in enumerate(live):
             fill = req.member.fill
             w, h = fill.staged_size
             fill.copy_staged(self._row(b, w * h * 3), self._upload)
+            for spec, params in self._params.items():
+                letterbox_params(req.member.letterboxes[spec], params.array[b])
         graph = self._graph(n, live)
         if graph is None:
             self.streamed += 1
@@ -246,7 +255,13 @@ class BatchGroup(Closing):
         self._ready.record(self._upload)
         for engine in self._engines:
             engine.stream.wait_event(self._ready)
-            engine.enqueue_rows(self._inputs[engine.info.input].ptr, n, capturing=capturing)
+            spec = engine.info.input
+            engine.enqueue_rows(
+                self._inputs[spec].ptr,
+                n,
+                capturing=capturing,
+                params_ptr=self._params[spec].device_ptr,
+            )
             self._upload.wait_event(engine.done_event)
 
     def _graph(self, n: int, live: list[_Request]) -> Graph | None:
@@ -319,6 +334,7 @@ class GroupMember(Closing):
         self.owner = owner
         self.locks = list(locks)  # the engines' runners': held while a batch uses them
         self._request: _Request | None = None
+        self.letterboxes: dict[TensorSpec, Letterbox] = {}  # of the staged frame
         self.fills: dict[TensorSpec, GpuFill] = {}
         for spec, slot in slots.items():
             fill = slot.gpu_fill
@@ -336,9 +352,9 @@ class GroupMember(Closing):
         """Stage the frame on the host and queue it for the next batch right away."""
         if self._request is not None and not self._request.future.done():
             raise RuntimeError("the previous frame of this slot set is still queued")
-        letterboxes = {spec: slot.stage(image) for spec, slot in self._slots.items()}
+        self.letterboxes = {spec: slot.stage(image) for spec, slot in self._slots.items()}
         self._request = self.group.submit(self)
-        return letterboxes
+        return self.letterboxes
 
     async def infer(self, locks: Sequence[asyncio.Lock] = ()) -> list[Any]:
         """The staged frame's results, once its batch ran (``locks``: see ``locks``)."""

@@ -39,9 +39,13 @@ class TensorRTInputSlot(HostFill):
         try:
             self._device: DeviceBuffer = DeviceBuffer(self._pinned.nbytes)
             self.ready: Event = Event()
+            # The letterbox of the frame in the slot, for the NMS kernel (mapped: it reads the
+            # host's write at its launch); valid once fill/stage wrote it.
+            self._params = PinnedBuffer((8,), np.float32, mapped=True)
         except BaseException:
             self._pinned.close()
             raise
+        self._params_valid = False
         self._readers: list[Event] = []
 
     @property
@@ -83,9 +87,21 @@ class TensorRTInputSlot(HostFill):
     def stage(self, image: npt.NDArray[np.uint8]) -> Letterbox:
         """The host half of ``fill``: the frame copied into pinned staging (GPU letterbox) or
         letterboxed into ``host`` (CPU letterbox). ``enqueue_upload`` does the GPU half."""
+        from edgeyolo.gpu.nms import letterbox_params  # noqa: PLC0415
+
         if self._gpu is None:
-            return self.letterbox_host(image)
-        return self._gpu.stage(image, self._upload)
+            lb = self.letterbox_host(image)
+        else:
+            lb = self._gpu.stage(image, self._upload)
+        letterbox_params(lb, self._params.array)
+        self._params_valid = True
+        return lb
+
+    @property
+    def params_ptr(self) -> int:
+        """Device address of the staged frame's letterbox for the NMS kernel; 0 when the
+        slot was filled through ``host`` + ``commit`` (no letterbox known: NMS on the host)."""
+        return self._params.device_ptr if self._params_valid else 0
 
     def enqueue_upload(self, wait_readers: bool = True) -> None:
         """The GPU half of ``fill`` on the upload stream, then ``ready`` is recorded.
@@ -114,6 +130,7 @@ class TensorRTInputSlot(HostFill):
 
     def commit(self) -> None:
         """Enqueue one host-to-device copy of ``host`` and record ``ready``; returns at once."""
+        self._params_valid = False  # the caller letterboxed: this slot does not know how
         self._wait_readers()
         self._upload.copy_htod(self._device, self._pinned)
         self.ready.record(self._upload)
@@ -121,6 +138,7 @@ class TensorRTInputSlot(HostFill):
     def close(self) -> None:
         if self._gpu is not None:
             self._gpu.close()
+        self._params.close()
         self.ready.close()
         self._device.close()
         self._pinned.close()

@@ -11,7 +11,8 @@ whole output back so the CPU decode handles it: the result is then exactly the C
 full-size copy.
 
 ``reference_records`` is the kernel in numpy; ``to_candidates`` sorts records by anchor index,
-which is the CPU path's candidate order, so NMS resolves score ties identically.
+which is the CPU path's candidate order, so NMS resolves score ties identically. With ``nms``
+the NMS kernel (gpu/nms.py) runs after it on the device and only the kept rows come back.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import numpy as np
 import numpy.typing as npt
 
 from edgeyolo.closing import Closing
+from edgeyolo.gpu.nms import NMS_THREADS, OUT_FIELDS, to_detections
 from edgeyolo.postprocess.yolo import Candidates
 
 if TYPE_CHECKING:
     from edgeyolo.gpu.nvrtc import KernelArgs, Module
     from edgeyolo.gpu.runtime import Stream
+    from edgeyolo.postprocess.yolo import Detections
 
 HEADER = 4  # floats before the records: the uint32 count, then 16-byte alignment
 FIELDS = 7  # anchor, class, score, cx, cy, w, h
@@ -103,6 +106,7 @@ class GpuDecoder(Closing):
         capacity: int = 4096,
         first_copy: int = 512,
         batch: int = 1,
+        nms: tuple[float, int, int] | None = None,
     ) -> None:
         from edgeyolo.gpu.errors import driver  # noqa: PLC0415
         from edgeyolo.gpu.memory import DeviceBuffer, PinnedBuffer  # noqa: PLC0415
@@ -139,10 +143,30 @@ class GpuDecoder(Closing):
         self._conf = float(np.float32(conf))
         self._args: KernelArgs | None = None
         self._raw_ptr = 0
+        self._nms_on = False
         self.found = np.zeros(batch, np.int64)
         self.images = batch  # images of the last enqueue
+        # NMS on the GPU too (iou, max_det, values per keypoint): per image the kept rows.
+        self.nms = nms
+        self._nms_kernel = module.kernel("nms_f32") if nms is not None else None
+        self._nms_args: KernelArgs | None = None
+        self._params_ptr = 0
+        self.out_floats = HEADER + (0 if nms is None else nms[1]) * (OUT_FIELDS + nk)
+        self.first_out = 0 if nms is None else min(nms[1], 64)
+        self.nms_done = np.zeros(batch, bool)  # per image of the last enqueue
+        if nms is not None:
+            try:
+                self._out = DeviceBuffer(batch * self.out_floats * 4)
+                self._resources.append(self._out)
+                self._out_host = PinnedBuffer((batch, self.out_floats), np.float32)
+                self._resources.append(self._out_host)
+            except BaseException:
+                self.close()
+                raise
 
-    def enqueue(self, raw_ptr: int, stream: Stream, images: int | None = None) -> None:
+    def enqueue(
+        self, raw_ptr: int, stream: Stream, images: int | None = None, params_ptr: int = 0
+    ) -> None:
         """Zero the counters, launch the kernel on ``raw_ptr``, copy counters + first records.
 
         ``images``: how many of the ``batch`` images the output holds this time (all: None).
@@ -175,9 +199,53 @@ class GpuDecoder(Closing):
         )
         grid = (-(-self.anchors // THREADS), n, 1)
         self._kernel.launch(grid, (THREADS, 1, 1), self._args, stream)
+        self._nms_on = self._nms_kernel is not None and params_ptr != 0
+        if self._nms_on:
+            # Only the counters of the candidates come back, and the kept rows.
+            self._enqueue_nms(params_ptr, n, stream)
+            for b in range(n):
+                self._copy(b, 0, HEADER * 4, stream)
+                self._copy_out(b, 0, (HEADER + self.first_out * (OUT_FIELDS + self.nk)) * 4, stream)
+            return
         head = (HEADER + self.first_copy * self.stride) * 4
         for b in range(n):
             self._copy(b, 0, head, stream)
+
+    def _enqueue_nms(self, params_ptr: int, n: int, stream: Stream) -> None:
+        from edgeyolo.gpu.nvrtc import KernelArgs  # noqa: PLC0415
+        from edgeyolo.postprocess.nms import threshold_f32  # noqa: PLC0415
+
+        assert self.nms is not None
+        assert self._nms_kernel is not None
+        if self._nms_args is None or params_ptr != self._params_ptr:
+            iou, max_det, kdims = self.nms
+            p, i = ctypes.c_void_p, ctypes.c_int
+            self._nms_args = KernelArgs(
+                (self._device.ptr, p),
+                (self.image_floats, ctypes.c_longlong),
+                (self.capacity, ctypes.c_uint),
+                (self.nk, i),
+                (kdims, i),
+                (self.num_classes, i),
+                (float(threshold_f32(iou)), ctypes.c_float),
+                (max_det, i),
+                (params_ptr, p),
+                (self._out.ptr, p),
+                (self.out_floats, ctypes.c_longlong),
+            )
+            self._params_ptr = params_ptr
+        self._nms_kernel.launch((n, 1, 1), (NMS_THREADS, 1, 1), self._nms_args, stream)
+
+    def _copy_out(self, b: int, start: int, nbytes: int, stream: Stream) -> None:
+        from edgeyolo.gpu.errors import check  # noqa: PLC0415
+
+        offset = b * self.out_floats * 4 + start
+        check(
+            self._drv.cuMemcpyDtoHAsync(
+                self._out_host.ptr + offset, self._out.ptr + offset, nbytes, stream.handle
+            ),
+            "cuMemcpyDtoHAsync",
+        )
 
     def _copy(self, b: int, start: int, nbytes: int, stream: Stream) -> None:
         from edgeyolo.gpu.errors import check  # noqa: PLC0415
@@ -197,14 +265,42 @@ class GpuDecoder(Closing):
         return self.found[:n]
 
     def enqueue_rest(self, stream: Stream) -> bool:
-        """Copy the records past ``first_copy`` (images within capacity); True if any."""
+        """Copy what the first copy did not bring (images within capacity); True if any.
+
+        Without the GPU NMS: the records past ``first_copy``. With it: the kept rows past
+        ``first_out``, or, for an image the kernel left to the host (more than ``NMS_LIMIT``
+        candidates), all of its records.
+        """
         more = False
-        for b, n in enumerate(self.counts()):
+        counts = self.counts()
+        if self._nms_on:
+            row = OUT_FIELDS + self.nk
+            for b, n in enumerate(counts):
+                head = self._out_host.array[b, :2].view(np.uint32)
+                self.nms_done[b] = bool(head[1])
+                if n > self.capacity:
+                    continue
+                if not head[1]:
+                    self._copy(b, HEADER * 4, int(n) * self.stride * 4, stream)
+                    more = True
+                elif head[0] > self.first_out:
+                    start = (HEADER + self.first_out * row) * 4
+                    self._copy_out(b, start, int(head[0] - self.first_out) * row * 4, stream)
+                    more = True
+            return more
+        self.nms_done[: len(counts)] = False
+        for b, n in enumerate(counts):
             if self.first_copy < n <= self.capacity:
                 start = (HEADER + self.first_copy * self.stride) * 4
                 self._copy(b, start, int(n - self.first_copy) * self.stride * 4, stream)
                 more = True
         return more
+
+    def detections(self, b: int, kpt_shape: tuple[int, int] | None) -> Detections:
+        """Image ``b``'s detections from the GPU NMS (when ``nms_done[b]``)."""
+        k = int(self._out_host.array[b, :1].view(np.uint32)[0])
+        rows = self._out_host.array[b, HEADER : HEADER + k * (OUT_FIELDS + self.nk)]
+        return to_detections(rows.reshape(k, OUT_FIELDS + self.nk), kpt_shape)
 
     def candidates(self, b: int = 0) -> Candidates:
         """Image ``b``'s candidates in anchor order (only when its count <= capacity)."""

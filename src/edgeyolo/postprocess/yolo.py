@@ -87,7 +87,7 @@ class Candidates:
 
 
 def decode(
-    raw: npt.NDArray[np.floating] | Candidates,
+    raw: npt.NDArray[np.floating] | Candidates | Detections,
     letterbox: Letterbox,
     thresholds: Thresholds,
     num_classes: int,
@@ -95,8 +95,11 @@ def decode(
 ) -> Detections:
     """Decode one image's raw output (``rows x N`` or ``1 x rows x N``) into ``Detections``.
 
-    ``raw`` may also be the GPU decode's ``Candidates`` (thresholded and filtered already).
+    ``raw`` may also be the GPU decode's ``Candidates`` (thresholded and filtered already), or
+    its ``Detections`` when NMS ran on the GPU too (returned as they are).
     """
+    if isinstance(raw, Detections):  # decoded on the GPU already (NMS included)
+        return raw
     if isinstance(raw, Candidates):
         return decode_candidates(
             raw.box,
