@@ -330,6 +330,14 @@ def test_gpu_path_predictions_match_cpu_path_and_goldens(trt, tmp_path, path, ca
                         if label == "gpu" and capacity == 16:
                             assert engine.gpu_decode is not None
                             assert engine.gpu_decode.overflows > 0
+                            # ... and Prometheus says so (read when scraped).
+                            from edgeyolo.metrics import Metrics
+
+                            metrics = Metrics(process=False)
+                            metrics.watch_engines({name: engine})
+                            text = metrics.exposition().decode()
+                            line = f'edgeyolo_gpu_decode_overflows_total{{engine="{name}"}} '
+                            assert line + f"{float(engine.gpu_decode.overflows)}" in text
                         results[label] = dets
                     finally:
                         backend.close()

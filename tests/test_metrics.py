@@ -181,3 +181,24 @@ def test_mqtt_ok_allows_a_short_outage_with_room_in_the_outbox() -> None:
     ok, detail = m.health(112.0, 10, [], [], m.mqtt_ok(112.0, 10, 100))
     assert ok
     assert "down_s" not in detail["mqtt"]
+
+
+def test_gpu_decode_overflows_are_read_from_the_engines_when_scraped() -> None:
+    """Engines without a GPU decode (ONNX Runtime here, a real one) add no series; the
+    counter's values come from the TensorRT engines' decoders (tests/test_gpu_kernels_run.py
+    checks one that overflowed on the GPU machine)."""
+    from conftest import DET
+    from edgeyolo.config import ModelConfig, OnnxRuntimeConfig
+    from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=1))
+    engine = backend.open_engine(ModelConfig(name="d", path=DET, task="detect"))
+    try:
+        m = Metrics(process=False)
+        m.watch_engines({"d": engine})
+        text = m.exposition().decode()
+        assert "# TYPE edgeyolo_gpu_decode_overflows_total counter" in text
+        assert "edgeyolo_gpu_decode_overflows_total{" not in text
+    finally:
+        engine.close()
+        backend.close()

@@ -225,6 +225,7 @@ class Service:
             self.metrics.declare([p.camera for p in self.pipelines], [r.name for r in self.runners])
             for p in self.pipelines:
                 self.metrics.watch_source(p.camera, p.source.stats)
+            self.metrics.watch_engines({r.name: r.engine for r in self.runners})
             if http.enabled:
                 server = HttpServer(
                     http.host,

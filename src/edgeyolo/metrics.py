@@ -32,6 +32,7 @@ edgeyolo_mqtt_reconnects_total               counter                ``watch_mqtt
 edgeyolo_mqtt_outbox_messages                gauge                  ``watch_mqtt`` or ``mqtt``
 edgeyolo_mqtt_dropped_total                  counter                ``watch_mqtt`` or ``mqtt``
 edgeyolo_mqtt_published_total                counter                ``watch_mqtt`` or ``mqtt``
+edgeyolo_gpu_decode_overflows_total          counter    engine      ``watch_engines`` (scraped)
 edgeyolo_gpu_memory_used_bytes               gauge                  ``gpu_memory_bytes``
 edgeyolo_gpu_memory_total_bytes              gauge                  ``gpu_memory_bytes``
 edgeyolo_process_threads                     gauge                  /proc/self/status, scraped
@@ -67,7 +68,7 @@ from edgeyolo.metrics_live import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Mapping
 
     from edgeyolo.batching import BatchReport
     from edgeyolo.telemetry import FrameTimings
@@ -137,6 +138,7 @@ class Metrics:
         self._mqtt_down_since: float | None = None
         self._created = clock()
         self._gpu: tuple[int, int] | None = None
+        self._engines: dict[str, object] = {}
         reg = self.registry
         Gauge(
             "build_info",
@@ -258,6 +260,11 @@ class Metrics:
         flight at the moment of the scrape.
         """
         self._sources[camera] = stats
+
+    def watch_engines(self, engines: Mapping[str, object]) -> None:
+        """Read each engine's GPU decode overflow count when scraped (engines whose decode
+        runs on the CPU have none and are left out)."""
+        self._engines = dict(engines)
 
     def observe_batch(self, report: BatchReport) -> None:
         """``BatchObserver``: one engine call of a model, with each of its frames' wait."""

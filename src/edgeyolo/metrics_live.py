@@ -204,6 +204,17 @@ class LiveCollector:
         for eng, seen in sorted(m.last_inference.items()):
             infer_age.add_metric([eng], max(0.0, now - seen))
         yield infer_age
+        overflows = CounterMetricFamily(
+            f"{NAMESPACE}_gpu_decode_overflows",
+            "Frames whose candidates exceeded tensorrt.gpu.decode_capacity (decoded on the CPU "
+            "from the full output instead).",
+            labels=["engine"],
+        )
+        for eng, engine in sorted(m._engines.items()):
+            decode = getattr(engine, "gpu_decode", None)
+            if decode is not None:
+                overflows.add_metric([eng], int(decode.overflows))
+        yield overflows
         threads = _os_threads()
         if threads is not None:
             yield GaugeMetricFamily(
