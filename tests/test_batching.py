@@ -340,6 +340,30 @@ def test_batches_give_each_frame_what_it_gets_alone(threads):
         backend.close()
 
 
+def test_two_batched_models_share_the_frame_pool_and_get_their_own_outputs():
+    """Two batched models at once on one backend: their frames share one pool of two threads,
+    and each batch row is bit for bit that model's output for the frame alone."""
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=2), max_engines=2)
+    try:
+        det = backend.open_engine(ModelConfig(name="d", path=DET_DYN, task="detect", max_batch=2))
+        pose = backend.open_engine(ModelConfig(name="p", path=POSE_DYN, task="pose", max_batch=2))
+        assert det.lanes == pose.lanes == backend.batch_lanes == 2
+        slots = [backend.allocate_input(det.info.input) for _ in range(2)]
+        for slot, index in zip(slots, (10, 60), strict=True):
+            slot.fill(read_frame(DEMO_VIDEO, index))
+
+        async def both():
+            return await asyncio.gather(det.infer_batch(slots), pose.infer_batch(slots))
+
+        d, p = asyncio.run(both())
+        for engine, out in ((det, d), (pose, p)):
+            for i, slot in enumerate(slots):
+                np.testing.assert_array_equal(out[i], engine.run_sync(slot.host)[0])
+        assert d.shape[1] != p.shape[1]  # 84 vs 56 rows: each got its own model's output
+    finally:
+        backend.close()
+
+
 def test_two_threads_batched_cameras_get_what_they_get_alone(tmp_path):
     """Frame-parallel batches (two intra-op threads) through the service: each camera gets
     exactly the detections it gets alone at batch 1."""

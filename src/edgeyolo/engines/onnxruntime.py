@@ -7,13 +7,16 @@ the models that run at once (``cores // models``, at least 1): one model gets ev
 models on two cores get one thread each instead of fighting over them. Spinning is off so
 idle sessions don't burn CPU.
 
-A batched model (``max_batch`` > 1) on the CPU provider with more than one intra-op thread
-runs its batches frame-parallel: a second session of the same file with one intra-op thread,
-and that many lanes, each running whole frames. The same cores, used without splitting every
-operator of one frame between threads: on the 2-core box, four frames cost about 10-15 %
-less CPU and wall time this way than as one 2-thread call (docs/benchmarks.md, "Batching
-several cameras on the CPU"). Single frames (batch-1 calls, and a batch of one) keep the
-intra-op threads, so a camera alone still gets every core.
+A batched model (``max_batch`` > 1) on the CPU provider runs its batches frame-parallel: it
+also opens its file as a one-thread session, and each frame of a batch is one task in a pool
+that all batched models share, one thread per core (``auto``; a number N: N threads; 1 or 0:
+no pool, a batch is one call). The cores are used without splitting every operator of one
+frame between threads: on the 2-core box, four frames cost about 10-15 % less CPU and wall
+time this way than as one 2-thread call (docs/benchmarks.md, "Batching several cameras on
+the CPU"). Sharing the pool keeps several batched models from running more frames at once
+than there are cores, and lets the slower model's frames take the core the faster one is
+done with. Single frames (batch-1 calls, and a batch of one) keep the intra-op threads, so a
+camera alone still gets every core it is given.
 """
 
 from __future__ import annotations
@@ -75,6 +78,14 @@ def intra_op_threads(setting: int | str, concurrent_models: int, cores: int | No
         return setting
     cores = usable_cores() if cores is None else cores
     return max(1, cores // max(1, concurrent_models))
+
+
+def batch_lanes(setting: int | str, cores: int | None = None) -> int:
+    """Frames that batched CPU models run at once, all of them together: ``auto`` one per
+    core, else the setting (0, ONNX Runtime's default, counts as 1: a batch runs as one call)."""
+    if isinstance(setting, int):
+        return max(1, setting)
+    return usable_cores() if cores is None else cores
 
 
 def open_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
@@ -158,11 +169,11 @@ class OnnxRuntimeEngine:
     A dynamic-batch model opened with ``max_batch`` > 1 owns a host batch buffer of that many
     frames: ``infer_batch`` copies each camera's slot into its row (one memcpy of
     3 x H x W floats per frame: 4.9 MB at 640x640, about 0.25 ms) before it suspends, then
-    runs those rows. With ``lanes`` (a second session of one intra-op thread and a pool of that
-    many threads; the CPU provider, see ``OnnxRuntimeBackend``) a batch of two or more runs
-    frame-parallel: lane k runs frames k, k + lanes, ... one at a time, each writing its row
-    of the output. Otherwise the session runs once on the filled rows. Either way row i of
-    the result is frame i, bit for bit what the frame gets alone.
+    runs those rows. With ``lanes`` (a second session of one intra-op thread, the backend's
+    shared frame pool and its size; the CPU provider, see the module doc) a batch of two or
+    more runs frame-parallel: each frame is one task in the pool, writing its row of the
+    output. Otherwise the session runs once on the filled rows. Either way row i of the
+    result is frame i, bit for bit what the frame gets alone.
     """
 
     def __init__(
@@ -172,7 +183,7 @@ class OnnxRuntimeEngine:
         info: ModelInfo,
         pool: ThreadPoolExecutor,
         max_batch: int = 1,
-        lanes: tuple[Any, int] | None = None,
+        lanes: tuple[Any, ThreadPoolExecutor, int] | None = None,
     ) -> None:
         self._name = name
         self._session = session
@@ -186,9 +197,8 @@ class OnnxRuntimeEngine:
         self._lane_session: Any = None
         self._lane_pool: ThreadPoolExecutor | None = None
         self._lanes = 1
-        if lanes is not None and lanes[1] > 1 and max_batch > 1:
-            self._lane_session, self._lanes = lanes
-            self._lane_pool = ThreadPoolExecutor(self._lanes, thread_name_prefix=f"ort-{name}")
+        if lanes is not None and lanes[2] > 1 and max_batch > 1:
+            self._lane_session, self._lane_pool, self._lanes = lanes
 
     @property
     def name(self) -> str:
@@ -200,7 +210,8 @@ class OnnxRuntimeEngine:
 
     @property
     def lanes(self) -> int:
-        """Frames of a batch run at once, each on one thread (1: the batch runs as one call)."""
+        """Frames run at once, each on one thread, by all batched models together (1: a batch
+        runs as one call)."""
         return self._lanes
 
     def run_sync(self, host: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -208,11 +219,10 @@ class OnnxRuntimeEngine:
         out = self._session.run(self._out, {self._in: host})[0]
         return np.asarray(out, dtype=np.float32)
 
-    def _run_lane(
-        self, batch: npt.NDArray[np.floating], out: npt.NDArray[np.float32], rows: range
+    def _run_frame(
+        self, batch: npt.NDArray[np.floating], out: npt.NDArray[np.float32], i: int
     ) -> None:
-        for i in rows:
-            out[i] = self._lane_session.run(self._out, {self._in: batch[i : i + 1]})[0][0]
+        out[i] = self._lane_session.run(self._out, {self._in: batch[i : i + 1]})[0][0]
 
     @property
     def output_owned(self) -> bool:
@@ -236,20 +246,14 @@ class OnnxRuntimeEngine:
         pool = self._lane_pool
         if pool is None or n == 1:
             return await loop.run_in_executor(self._pool, self.run_sync, batch[:n])
-        lanes = min(n, self._lanes)
         out = np.empty((n, *self._info.output.shape[1:]), np.float32)
         await asyncio.gather(
-            *(
-                loop.run_in_executor(pool, self._run_lane, batch, out, range(k, n, lanes))
-                for k in range(lanes)
-            )
+            *(loop.run_in_executor(pool, self._run_frame, batch, out, i) for i in range(n))
         )
         return out
 
     def close(self) -> None:
-        if self._lane_pool is not None:
-            self._lane_pool.shutdown(wait=True)
-            self._lane_pool = None
+        self._lane_pool = None  # the backend's
         self._session = None
         self._lane_session = None
         self._batch = None
@@ -266,6 +270,9 @@ class OnnxRuntimeBackend:
         self._pool = ThreadPoolExecutor(max(1, max_engines), thread_name_prefix="ort")
         self.intra_op_threads = intra_op_threads(config.intra_op_threads, max_engines)
         self._engines: list[OnnxRuntimeEngine] = []
+        # Batched CPU models' frames, one per thread, shared by all of them (module doc).
+        self.batch_lanes = batch_lanes(config.intra_op_threads)
+        self._frame_pool: ThreadPoolExecutor | None = None
 
     def open_engine(self, model: ModelConfig) -> OnnxRuntimeEngine:
         if model.path.suffix.lower() != ".onnx":
@@ -284,11 +291,15 @@ class OnnxRuntimeBackend:
         info = session_info(session, model.path)
         lanes = None
         cpu_only = session.get_providers() == ["CPUExecutionProvider"]
-        if model.max_batch > 1 and self.intra_op_threads > 1 and cpu_only:
-            # Frame-parallel batches: the same threads, one whole frame each (module doc).
+        if model.max_batch > 1 and self.batch_lanes > 1 and cpu_only:
+            # Frame-parallel batches: one whole frame per thread (module doc).
             opts.intra_op_num_threads = 1
             lane_session = open_session(model.path, opts, ["CPUExecutionProvider"])
-            lanes = (lane_session, self.intra_op_threads)
+            if self._frame_pool is None:
+                self._frame_pool = ThreadPoolExecutor(
+                    self.batch_lanes, thread_name_prefix="ort-frame"
+                )
+            lanes = (lane_session, self._frame_pool, self.batch_lanes)
         engine = OnnxRuntimeEngine(
             model.name, session, info, self._pool, max_batch=model.max_batch, lanes=lanes
         )
@@ -303,3 +314,6 @@ class OnnxRuntimeBackend:
             engine.close()
         self._engines.clear()
         self._pool.shutdown(wait=True)
+        if self._frame_pool is not None:
+            self._frame_pool.shutdown(wait=True)
+            self._frame_pool = None
