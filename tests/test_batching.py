@@ -364,6 +364,21 @@ def test_two_batched_models_share_the_frame_pool_and_get_their_own_outputs():
         backend.close()
 
 
+@pytest.mark.parametrize(("threads", "max_batch", "per_frame"), [(2, 4, 1), (8, 4, 2), (8, 2, 4)])
+def test_frame_parallel_frames_share_the_models_threads(threads, max_batch, per_frame):
+    """A full batch's frames at once use the threads one frame gets at batch 1, no more."""
+    backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=threads), max_engines=1)
+    try:
+        engine = backend.open_engine(
+            ModelConfig(name="d", path=DET_DYN, task="detect", max_batch=max_batch)
+        )
+        options = engine._lane_session.get_session_options()
+        assert options.intra_op_num_threads == per_frame
+        assert engine._session.get_session_options().intra_op_num_threads == threads
+    finally:
+        backend.close()
+
+
 def test_two_threads_batched_cameras_get_what_they_get_alone(tmp_path):
     """Frame-parallel batches (two intra-op threads) through the service: each camera gets
     exactly the detections it gets alone at batch 1."""

@@ -7,16 +7,18 @@ the models that run at once (``cores // models``, at least 1): one model gets ev
 models on two cores get one thread each instead of fighting over them. Spinning is off so
 idle sessions don't burn CPU.
 
-A batched model (``max_batch`` > 1) on the CPU provider runs its batches frame-parallel: it
-also opens its file as a one-thread session, and each frame of a batch is one task in a pool
-that all batched models share, one thread per core (``auto``; a number N: N threads; 1 or 0:
-no pool, a batch is one call). The cores are used without splitting every operator of one
-frame between threads: on the 2-core box, four frames cost about 10-15 % less CPU and wall
-time this way than as one 2-thread call (docs/benchmarks.md, "Batching several cameras on
-the CPU"). Sharing the pool keeps several batched models from running more frames at once
-than there are cores, and lets the slower model's frames take the core the faster one is
-done with. Single frames (batch-1 calls, and a batch of one) keep the intra-op threads, so a
-camera alone still gets every core it is given.
+A batched model (``max_batch`` > 1) on the CPU provider runs its batches frame-parallel. It
+also opens its file as a second session with the model's intra-op threads divided by
+``max_batch`` (at least 1: one thread per frame on a small CPU such as 2 cores), and each
+frame of a batch is one task in a pool that all batched models share, one thread per core
+(``auto``; a number N: N threads; 1 or 0: no pool, a batch is one call). On a small CPU
+the cores then run whole frames instead of splitting every operator of one frame between
+threads: on the 2-core box four frames cost about 10-15 % less CPU and wall time this way
+than as one 2-thread call (docs/benchmarks.md, "Batching several cameras on the CPU").
+Sharing the pool keeps several batched models from running more frames at once than there
+are cores, and lets the slower model's frames take the core the faster one is done with.
+Single frames (batch-1 calls, and a batch of one) keep the intra-op threads, so a camera
+alone still gets every core it is given.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ def batch_lanes(setting: int | str, cores: int | None = None) -> int:
     if isinstance(setting, int):
         return max(1, setting)
     return usable_cores() if cores is None else cores
+
+
+def lane_threads(intra_op: int, max_batch: int) -> int:
+    """Intra-op threads of each frame of a frame-parallel batch: the model's threads shared by
+    a full batch's frames, at least 1 (so ``max_batch`` frames at once use what one frame
+    would at batch 1)."""
+    return max(1, intra_op // max(1, max_batch))
 
 
 def open_session(path: Path, options: Any = None, providers: list[str] | None = None) -> Any:
@@ -169,7 +178,7 @@ class OnnxRuntimeEngine:
     A dynamic-batch model opened with ``max_batch`` > 1 owns a host batch buffer of that many
     frames: ``infer_batch`` copies each camera's slot into its row (one memcpy of
     3 x H x W floats per frame: 4.9 MB at 640x640, about 0.25 ms) before it suspends, then
-    runs those rows. With ``lanes`` (a second session of one intra-op thread, the backend's
+    runs those rows. With ``lanes`` (a second session with fewer intra-op threads, the backend's
     shared frame pool and its size; the CPU provider, see the module doc) a batch of two or
     more runs frame-parallel: each frame is one task in the pool, writing its row of the
     output. Otherwise the session runs once on the filled rows. Either way row i of the
@@ -292,8 +301,9 @@ class OnnxRuntimeBackend:
         lanes = None
         cpu_only = session.get_providers() == ["CPUExecutionProvider"]
         if model.max_batch > 1 and self.batch_lanes > 1 and cpu_only:
-            # Frame-parallel batches: one whole frame per thread (module doc).
-            opts.intra_op_num_threads = 1
+            # Frame-parallel batches: whole frames, the model's threads split among a full
+            # batch's frames (1 each on a small CPU; module doc).
+            opts.intra_op_num_threads = lane_threads(self.intra_op_threads, model.max_batch)
             lane_session = open_session(model.path, opts, ["CPUExecutionProvider"])
             if self._frame_pool is None:
                 self._frame_pool = ThreadPoolExecutor(
