@@ -60,16 +60,20 @@ async def _host_costs(cfg: Config, where: str, graph: str, n: int) -> dict[str, 
         specs = list(dict.fromkeys(r.input_spec for r in runners))
         slots = {s: backend.allocate_input(s) for s in specs}
         imgs = _frames(cfg, 60)
-        pool = backend.frame_pool(tuple(imgs[0].shape), count=len(imgs))
-        if pool is not None:
-            # As the capture does in the service: frames decoded into pinned buffers.
-            pooled = []
-            for img in imgs:
-                buf = pool.take()
-                assert buf is not None
-                np.copyto(buf, img)
-                pooled.append(buf)
-            imgs = pooled
+        # As the capture does in the service: each frame decoded into one of the camera's
+        # pinned buffers, in turn (the decoder's write is not counted here).
+        pool = backend.frame_pool(tuple(imgs[0].shape))
+        buffers = [] if pool is None else [pool.take() for _ in range(pool.size)]
+        pooled = [b for b in buffers if b is not None]
+
+        def frame(i: int) -> Any:
+            img = imgs[i % len(imgs)]
+            if not pooled:
+                return img
+            buf = pooled[i % len(pooled)]
+            np.copyto(buf, img)
+            return buf
+
         fill_cpu: list[float] = []
         launch_cpu: list[float] = []
         decode_cpu: dict[str, list[float]] = {r.name: [] for r in runners}
@@ -98,7 +102,7 @@ async def _host_costs(cfg: Config, where: str, graph: str, n: int) -> dict[str, 
             out["graph_used"] = launch.launches > 0
             out["graph_unused_reason"] = launch.disabled_reason
         for i in range(n):
-            img = imgs[i % len(imgs)]
+            img = frame(i)
             c0 = time.thread_time_ns()
             if launch is not None:
                 lbs = launch.stage(img)
