@@ -89,6 +89,15 @@ class Record:
     async def close(self) -> None: ...
 
 
+def detections(rec: Record) -> dict:
+    """(model, seq) -> every detection's class, box, score and keypoints, of the events."""
+    return {
+        (e.model, e.seq): [(d.class_id, d.box, d.conf, d.keypoints) for d in e.detections]
+        for e in rec.events
+        if hasattr(e, "detections")
+    }
+
+
 def engines(tmp_path):
     with CudaContext(0) as c:
         gpu, cc = c.name, ".".join(map(str, c.compute_capability))
@@ -121,12 +130,7 @@ def run_pipeline(tmp_path, models, images, gpu: GpuPathConfig):
             for r in runners:
                 r.close()
             backend.close()
-        dets = {
-            (e.model, e.seq): [(d.class_id, d.box, d.conf, d.keypoints) for d in e.detections]
-            for e in rec.events
-            if getattr(e, "model", None) is not None and hasattr(e, "detections")
-        }
-        return dets, stats
+        return detections(rec), stats
 
     return asyncio.run(main())
 
@@ -248,12 +252,7 @@ def test_frames_captured_into_pinned_buffers_are_uploaded_in_place(trt, tmp_path
             for r in runners:
                 r.close()
             backend.close()
-        dets = {
-            (e.model, e.seq): [(d.class_id, d.box, d.conf, d.keypoints) for d in e.detections]
-            for e in rec.events
-            if hasattr(e, "detections")
-        }
-        return dets, pool, copies, launches
+        return detections(rec), pool, copies, launches
 
     pooled, pool, copies, launches = asyncio.run(main())
     assert pool is not None

@@ -39,7 +39,7 @@ import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import structlog
 
@@ -80,59 +80,58 @@ class _Request:
     submitted_ns: int
 
 
-class Batcher:
-    """Gathers one model's frames from several cameras into batched engine calls."""
+class _Queued(Protocol):
+    """What a ``BatchQueue`` holds: a request with its caller's future and arrival time."""
 
-    def __init__(self, runner: ModelRunner, max_batch: int, timeout_ms: float) -> None:
-        self.runner = runner
+    future: asyncio.Future[Any]
+    submitted_ns: int
+
+
+Q = TypeVar("Q", bound=_Queued)
+
+
+class BatchQueue(Generic[Q]):
+    """Requests gathered into batches by one dispatcher task (the rules are the module's):
+    a batch of up to ``max_batch`` runs when ``target`` requests wait, or ``timeout_ms`` after
+    the oldest arrived or the previous batch ended, whichever is later. Subclasses say what a
+    full batch is (``target``) and run one (``_run``); a caller's future always ends."""
+
+    def __init__(self, max_batch: int, timeout_ms: float, name: str) -> None:
         self.max_batch = max_batch
         self.timeout_s = timeout_ms / 1e3
-        self.members = 0
-        self._pending: list[_Request] = []
+        self._name = name
+        self._pending: list[Q] = []
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._free_ns = 0  # when the previous batch finished
 
     @property
     def target(self) -> int:
-        """Frames that make a batch full: ``max_batch``, or the attached cameras if fewer."""
-        return max(1, min(self.max_batch, self.members or self.max_batch))
-
-    def attach(self) -> None:
-        self.members += 1
-
-    def detach(self) -> None:
-        self.members = max(0, self.members - 1)
-        self._poke()
+        raise NotImplementedError
 
     @property
     def waiting(self) -> int:
-        """Frames submitted and not yet in an engine call."""
+        """Requests queued and not yet in a batch."""
         return len(self._pending)
 
-    async def submit(self, slot: InputSlot, letterbox: Letterbox) -> ModelOutput:
-        """Queue one camera's filled slot; returns that frame's output once its batch ran."""
-        loop = asyncio.get_running_loop()
-        req = _Request(slot, letterbox, loop.create_future(), time.perf_counter_ns())
+    def _queue(self, req: Q) -> None:
         self._pending.append(req)
         if self._task is None or self._task.done():
             self._wake = asyncio.Event()
-            self._task = loop.create_task(self._dispatch(), name=f"batcher-{self.runner.name}")
+            self._task = asyncio.get_running_loop().create_task(self._dispatch(), name=self._name)
         self._poke()
-        try:
-            return await req.future
-        except asyncio.CancelledError:
-            # Not dispatched yet: leave the queue. Dispatched: the batch goes on without us.
-            with contextlib.suppress(ValueError):
-                self._pending.remove(req)
-            raise
+
+    def _withdraw(self, req: Q) -> None:
+        """A request whose caller was cancelled before its batch ran leaves the queue."""
+        with contextlib.suppress(ValueError):
+            self._pending.remove(req)
 
     def _poke(self) -> None:
         if self._wake is not None and len(self._pending) >= self.target:
             self._wake.set()
 
     async def _dispatch(self) -> None:
-        batch: list[_Request] = []
+        batch: list[Q] = []
         try:
             while self._pending:
                 if len(self._pending) < self.target:
@@ -143,7 +142,7 @@ class Batcher:
                         self._wake.clear()
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), left)
-                        continue  # look again: frames came, were cancelled, or time is up
+                        continue  # look again: requests came, were cancelled, or time is up
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 await self._run(batch)
@@ -158,6 +157,48 @@ class Batcher:
                     else:
                         req.future.set_exception(exc)
             self._pending.clear()
+            raise
+
+    async def _run(self, batch: list[Q]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the dispatcher (the loop is ending); waiting callers are cancelled."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+
+
+class Batcher(BatchQueue[_Request]):
+    """Gathers one model's frames from several cameras into batched engine calls."""
+
+    def __init__(self, runner: ModelRunner, max_batch: int, timeout_ms: float) -> None:
+        super().__init__(max_batch, timeout_ms, f"batcher-{runner.name}")
+        self.runner = runner
+        self.members = 0
+
+    @property
+    def target(self) -> int:
+        """Frames that make a batch full: ``max_batch``, or the attached cameras if fewer."""
+        return max(1, min(self.max_batch, self.members or self.max_batch))
+
+    def attach(self) -> None:
+        self.members += 1
+
+    def detach(self) -> None:
+        self.members = max(0, self.members - 1)
+        self._poke()
+
+    async def submit(self, slot: InputSlot, letterbox: Letterbox) -> ModelOutput:
+        """Queue one camera's filled slot; returns that frame's output once its batch ran."""
+        loop = asyncio.get_running_loop()
+        req = _Request(slot, letterbox, loop.create_future(), time.perf_counter_ns())
+        self._queue(req)
+        try:
+            return await req.future
+        except asyncio.CancelledError:
+            # Not dispatched yet: leave the queue. Dispatched: the batch goes on without us.
+            self._withdraw(req)
             raise
 
     async def _run(self, batch: list[_Request]) -> None:
@@ -204,12 +245,6 @@ class Batcher:
             else:
                 r.future.set_result(runner.output(res[0], infer_ms, res[1]))
         runner.report(BatchReport(runner.name, len(live), waited, infer_ms, decode_ms))
-
-    def close(self) -> None:
-        """Stop the dispatcher (the loop is ending); waiting callers are cancelled."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = None
 
 
 @dataclass

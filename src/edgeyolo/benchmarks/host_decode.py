@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeyolo.benchmarks.common import percentile
-from edgeyolo.errors import ConfigError, SourceError
+from edgeyolo.benchmarks.common import camera_frames, percentile
 
 if TYPE_CHECKING:
     from edgeyolo.config import Config
@@ -36,13 +35,7 @@ _EXTRA_IMAGES = ("bus.jpg", "zidane.jpg")
 def _images(cfg: Config, frames: int) -> tuple[list[Any], list[str]]:
     from edgeyolo.sources.files import iter_frames  # noqa: PLC0415
 
-    cam = cfg.cameras[0]
-    try:
-        images: list[Any] = list(iter_frames(Path(str(cam.source)), frames))
-    except SourceError as exc:
-        raise ConfigError(f"cameras[0].source: {exc}") from exc
-    if not images:
-        raise ConfigError(f"cameras[0].source: cannot read frames from {cam.source}")
+    images = camera_frames(cfg, frames)
     extra = [_SHARED_MEDIA / name for name in _EXTRA_IMAGES]
     extra = [p for p in extra if p.is_file()]
     for path in extra:

@@ -26,13 +26,12 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeyolo.benchmarks.common import median_p95
 from edgeyolo.commands import bench_tools
 from edgeyolo.commands._common import add_config_arg, load
-from edgeyolo.errors import ConfigError, SourceError
+from edgeyolo.errors import ConfigError
 
 if TYPE_CHECKING:
     from edgeyolo.config import Config
@@ -151,19 +150,14 @@ def bench_cpu_stages(cfg: Config, frames: int) -> dict[str, Any]:
     """Time preprocessing + every model's decode per frame, and the seed's way as baseline."""
     import numpy as np  # noqa: PLC0415
 
+    from edgeyolo.benchmarks.common import camera_frames  # noqa: PLC0415
     from edgeyolo.commands import _seed  # noqa: PLC0415
     from edgeyolo.engines.onnxruntime import OnnxRuntimeBackend  # noqa: PLC0415
     from edgeyolo.preprocess import Preprocessor  # noqa: PLC0415
     from edgeyolo.runner import open_runners  # noqa: PLC0415
-    from edgeyolo.sources.files import iter_frames  # noqa: PLC0415
 
     cam = cfg.cameras[0]
-    try:
-        images: list[Any] = list(iter_frames(Path(str(cam.source)), frames))
-    except SourceError as exc:
-        raise ConfigError(f"cameras[0].source: {exc}") from exc
-    if not images:
-        raise ConfigError(f"cameras[0].source: cannot read frames from {cam.source}")
+    images = camera_frames(cfg, frames)
     backend = OnnxRuntimeBackend(cfg.onnxruntime, max_engines=len(cfg.models))
     runners = open_runners(backend, cfg.models_for(cam.name))
     try:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import numpy as np
 import structlog
@@ -37,7 +37,7 @@ from edgeyolo.closing import Closing
 from edgeyolo.errors import ModelError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping, Sequence
+    from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
     import numpy.typing as npt
 
@@ -55,6 +55,64 @@ if TYPE_CHECKING:
 GraphMode = Literal["auto", "on", "off"]
 MAX_GRAPHS = 16  # per slot set: frame sizes x pinned frame buffers (frame pool) kept
 _ms = 1e-6
+
+
+class GraphCache(Closing):
+    """Captured graphs by key, at most ``MAX_GRAPHS`` (oldest dropped first), and what a failed
+    capture means under ``tensorrt.gpu.cuda_graph`` (``auto``: log once and stop trying,
+    ``on``: an error). Shared by the per-camera and the batched launch."""
+
+    def __init__(self, mode: GraphMode, what: str, log: Any) -> None:
+        self.mode = mode
+        self.what = what  # "frame" or "batch", for the messages
+        self._log = log
+        self._graphs: dict[Any, Graph] = {}
+        self.disabled_reason = "" if mode != "off" else "tensorrt.gpu.cuda_graph is off"
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def get(self, key: Any) -> Graph | None:
+        return self._graphs.get(key)
+
+    def capture(
+        self, key: Any, stream: Stream, record: Callable[[], None], **log: Any
+    ) -> Graph | None:
+        """Capture what ``record`` enqueues from ``stream`` and keep it under ``key``; None
+        (stream launches from now on) when the capture is refused and the mode is ``auto``."""
+        from edgeyolo.gpu.graph import GraphCaptureError, capture  # noqa: PLC0415
+
+        try:
+            graph = capture(stream, record)
+        except GraphCaptureError as exc:
+            if self.mode == "on":
+                raise ModelError(
+                    f"tensorrt.gpu.cuda_graph is 'on' but the {self.what} could not be captured "
+                    f"({exc.reason}); set it to 'auto' to fall back to stream launches"
+                ) from exc
+            self.disabled_reason = exc.reason
+            self._log.warning(
+                f"cuda graph unavailable for each {self.what}: stream launches",
+                reason=exc.reason,
+                hint="results are the same; set tensorrt.gpu.cuda_graph: off to skip the try",
+            )
+            return None
+        if len(self._graphs) >= MAX_GRAPHS:
+            self._graphs.pop(next(iter(self._graphs))).close()
+        self._graphs[key] = graph
+        self._log.info(
+            f"cuda graph captured: one launch per {self.what}",
+            nodes=graph.nodes,
+            capture_ms=round(graph.capture_ms, 2),
+            graphs=len(self._graphs),
+            **log,
+        )
+        return graph
+
+    def close(self) -> None:
+        for graph in self._graphs.values():
+            graph.close()
+        self._graphs.clear()
 
 
 class FrameGraph(Closing):
@@ -77,22 +135,26 @@ class FrameGraph(Closing):
         self.mode = mode
         # By what the frame's upload depends on: per slot (width, height, buffer generation,
         # address the frame is uploaded from), () for a CPU-letterbox slot.
-        self._graphs: dict[tuple[tuple[int, ...], ...], Graph] = {}
+        self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
+        self._cache = GraphCache(mode, "frame", self._log)
         self._warm = False  # a frame ran on streams: TensorRT's warm-up before a capture
         self._key: tuple[tuple[int, ...], ...] = ()
         self._generations: tuple[int, ...] = ()
         self._done = Event()
-        self.disabled_reason = "" if mode != "off" else "tensorrt.gpu.cuda_graph is off"
         self.launches = 0  # frames run as one graph launch
         self.streamed = 0  # frames run as stream launches (warm-up, fallback)
         self.last_launch_ms = 0.0
         self.lock_wait_ms = 0.0
         self.last_infer_ms = 0.0
-        self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
 
     @property
     def graphs(self) -> int:
-        return len(self._graphs)
+        return len(self._cache)
+
+    @property
+    def disabled_reason(self) -> str:
+        """Why frames run on streams ('' while graphs are used or still to be tried)."""
+        return self._cache.disabled_reason
 
     def stage(self, image: npt.NDArray[np.uint8]) -> dict[TensorSpec, Letterbox]:
         """The host half of the frame: copy ``image`` into the slots' staging (or letterbox it
@@ -103,7 +165,7 @@ class FrameGraph(Closing):
         if generations != self._generations:
             # Staging or device frame buffers were replaced (a larger frame): graphs that
             # read the old ones are stale.
-            self._drop_graphs()
+            self._cache.close()
             self._generations = generations
         self._key = key
         return letterboxes
@@ -118,42 +180,19 @@ class FrameGraph(Closing):
 
     def _graph(self) -> Graph | None:
         """The graph for the staged frame: captured on its second frame (after a warm-up)."""
-        if self.disabled_reason:
+        if self._cache.disabled_reason:
             return None
         key = self._key
-        graph = self._graphs.get(key)
+        graph = self._cache.get(key)
         if graph is not None or not self._warm:
             self._warm = True
             return graph
-        from edgeyolo.gpu.graph import GraphCaptureError, capture  # noqa: PLC0415
-
-        try:
-            graph = capture(self._upload, lambda: self._enqueue_all(capturing=True))
-        except GraphCaptureError as exc:
-            if self.mode == "on":
-                raise ModelError(
-                    f"tensorrt.gpu.cuda_graph is 'on' but the frame could not be captured "
-                    f"({exc.reason}); set it to 'auto' to fall back to stream launches"
-                ) from exc
-            self.disabled_reason = exc.reason
-            self._log.warning(
-                "cuda graph unavailable: stream launches per engine",
-                reason=exc.reason,
-                hint="results are the same; set tensorrt.gpu.cuda_graph: off to skip the try",
-            )
-            return None
-        if len(self._graphs) >= MAX_GRAPHS:
-            oldest = next(iter(self._graphs))
-            self._graphs.pop(oldest).close()
-        self._graphs[key] = graph
-        self._log.info(
-            "cuda graph captured: one launch per frame",
-            nodes=graph.nodes,
-            capture_ms=round(graph.capture_ms, 2),
+        return self._cache.capture(
+            key,
+            self._upload,
+            lambda: self._enqueue_all(capturing=True),
             frame=[list(k[:2]) for k in key if k],
-            graphs=len(self._graphs),
         )
-        return graph
 
     async def infer(self, locks: Sequence[asyncio.Lock] = ()) -> list[Result]:
         """Run every engine on the staged frame, holding ``locks`` (the engines' runners'):
@@ -196,11 +235,6 @@ class FrameGraph(Closing):
             *(e.infer(self._slots[e.info.input]) for e in self._engines), return_exceptions=True
         )
 
-    def _drop_graphs(self) -> None:
-        for graph in self._graphs.values():
-            graph.close()
-        self._graphs.clear()
-
     @property
     def last_batch(self) -> tuple[int, bool]:
         return (1, True)
@@ -210,7 +244,7 @@ class FrameGraph(Closing):
 
     def close(self) -> None:
         """Release the graphs (the caller made sure none is running)."""
-        self._drop_graphs()
+        self._cache.close()
         self._done.close()
 
 

@@ -28,7 +28,6 @@ engine's frames only. The runners' locks are held while a batch uses the engines
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import structlog
 
+from edgeyolo.batching import BatchQueue
 from edgeyolo.closing import Closing
-from edgeyolo.engines.trt_graph import MAX_GRAPHS, GraphMode, hold
-from edgeyolo.errors import ModelError
+from edgeyolo.engines.trt_graph import GraphCache, GraphMode, hold
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -64,7 +63,7 @@ class _Request:
     submitted_ns: int
 
 
-class BatchGroup(Closing):
+class BatchGroup(BatchQueue[_Request], Closing):
     """The batched launch of the cameras that run the same batched engines."""
 
     def __init__(
@@ -78,24 +77,19 @@ class BatchGroup(Closing):
     ) -> None:
         from edgeyolo.gpu import DeviceBuffer, Event, PinnedBuffer  # noqa: PLC0415
 
+        super().__init__(rows, timeout_ms, "batch-group")
         self._engines = list(engines)
         self.rows = rows
-        self.timeout_s = timeout_ms / 1e3
         self._upload = upload
         self._waiter = waiter
-        self.mode = mode
         self._owners: set[int] = set()
-        self._pending: list[_Request] = []
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._free_ns = 0
+        self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
+        self._cache = GraphCache(mode, "batch", self._log)
         self._resources: list[Any] = []
         self._inputs: dict[TensorSpec, DeviceBuffer] = {}
         self._rows: list[DeviceBuffer | None] = [None] * rows  # each row's raw frame
         self._generation = 0
-        self._graphs: dict[tuple[Any, ...], Graph] = {}
         self._warm: set[int] = set()  # batch sizes run on streams once (TensorRT's warm-up)
-        self.disabled_reason = "" if mode != "off" else "tensorrt.gpu.cuda_graph is off"
         self.launches = self.streamed = 0
         self.sizes: dict[int, int] = {}  # batch size -> batches
         try:
@@ -115,7 +109,6 @@ class BatchGroup(Closing):
         except BaseException:
             self.close()
             raise
-        self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
 
     # -- cameras -----------------------------------------------------------------------------
     @property
@@ -138,54 +131,18 @@ class BatchGroup(Closing):
         req = _Request(member, member.locks, loop.create_future(), time.perf_counter_ns())
         # A frame whose camera stopped before asking for it: nobody retrieves its result.
         req.future.add_done_callback(_retrieved)
-        self._pending.append(req)
-        if self._task is None or self._task.done():
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(self._dispatch(), name="batch-group")
-        self._poke()
+        self._queue(req)
         return req
 
     def withdraw(self, req: _Request) -> None:
         """Take a frame not yet in a batch out of the queue (its camera was cancelled)."""
-        with contextlib.suppress(ValueError):
-            self._pending.remove(req)
-
-    def _poke(self) -> None:
-        if self._wake is not None and len(self._pending) >= self.target:
-            self._wake.set()
-
-    async def _dispatch(self) -> None:
-        batch: list[_Request] = []
-        try:
-            while self._pending:
-                if len(self._pending) < self.target:
-                    since = max(self._pending[0].submitted_ns, self._free_ns)
-                    left = self.timeout_s - (time.perf_counter_ns() - since) * 1e-9
-                    if left > 0:
-                        assert self._wake is not None
-                        self._wake.clear()
-                        with contextlib.suppress(asyncio.TimeoutError):
-                            await asyncio.wait_for(self._wake.wait(), left)
-                        continue
-                batch = self._pending[: self.rows]
-                del self._pending[: self.rows]
-                live = [r for r in batch if not r.future.done()]
-                if live:
-                    await self._run(live)
-                batch = []
-                self._free_ns = time.perf_counter_ns()
-        except BaseException as exc:
-            for req in (*batch, *self._pending):
-                if not req.future.done():
-                    if isinstance(exc, asyncio.CancelledError):
-                        req.future.cancel()
-                    else:
-                        req.future.set_exception(exc)
-            self._pending.clear()
-            raise
+        self._withdraw(req)
 
     # -- one batch ---------------------------------------------------------------------------
-    async def _run(self, live: list[_Request]) -> None:
+    async def _run(self, batch: list[_Request]) -> None:
+        live = [r for r in batch if not r.future.done()]
+        if not live:
+            return
         n = len(live)
         async with hold(live[0].locks):
             t0 = time.perf_counter_ns()
@@ -240,7 +197,7 @@ class BatchGroup(Closing):
                 buf.close()
             buf = self._rows[b] = DeviceBuffer(nbytes)
             self._generation += 1
-            self._drop_graphs()
+            self._cache.close()
         return buf
 
     def _enqueue(self, live: list[_Request], capturing: bool) -> None:
@@ -265,52 +222,26 @@ class BatchGroup(Closing):
             self._upload.wait_event(engine.done_event)
 
     def _graph(self, n: int, live: list[_Request]) -> Graph | None:
-        if self.disabled_reason:
+        if self._cache.disabled_reason:
             return None
         key = (n, self._generation, *(r.member.fill.staged_size for r in live))
-        graph = self._graphs.get(key)
+        graph = self._cache.get(key)
         if graph is not None or n not in self._warm:
             self._warm.add(n)
             return graph
-        from edgeyolo.gpu.graph import GraphCaptureError, capture  # noqa: PLC0415
-
-        try:
-            graph = capture(self._upload, lambda: self._enqueue(live, capturing=True))
-        except GraphCaptureError as exc:
-            if self.mode == "on":
-                raise ModelError(
-                    f"tensorrt.gpu.cuda_graph is 'on' but the batch could not be captured "
-                    f"({exc.reason}); set it to 'auto' to fall back to stream launches"
-                ) from exc
-            self.disabled_reason = exc.reason
-            self._log.warning(
-                "cuda graph unavailable for batches: stream launches",
-                reason=exc.reason,
-                hint="results are the same; set tensorrt.gpu.cuda_graph: off to skip the try",
-            )
-            return None
-        if len(self._graphs) >= MAX_GRAPHS:
-            self._graphs.pop(next(iter(self._graphs))).close()
-        self._graphs[key] = graph
-        self._log.info(
-            "cuda graph captured: one launch per batch",
-            batch=n,
-            nodes=graph.nodes,
-            capture_ms=round(graph.capture_ms, 2),
+        return self._cache.capture(
+            key, self._upload, lambda: self._enqueue(live, capturing=True), batch=n
         )
-        return graph
 
-    def _drop_graphs(self) -> None:
-        for graph in self._graphs.values():
-            graph.close()
-        self._graphs.clear()
+    @property
+    def disabled_reason(self) -> str:
+        """Why batches run on streams ('' while graphs are used or still to be tried)."""
+        return self._cache.disabled_reason
 
     def close(self) -> None:
         """Stop the dispatcher and release graphs and buffers (the GPU is idle by now)."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-        self._task = None
-        self._drop_graphs()
+        BatchQueue.close(self)
+        self._cache.close()
         for buf in self._rows:
             if buf is not None:
                 buf.close()
