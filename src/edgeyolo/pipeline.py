@@ -106,8 +106,8 @@ class CameraPipeline:
             make = getattr(backend, "frame_launch", None)
             if make is not None and not sequential:
                 engines = [r.engine for r in runners]
+                locks = [r.lock for r in runners]
                 for ss in self._slotsets:
-                    locks = [r.lock for r in runners]
                     ss.launch = make(ss.slots, engines, owner=self, locks=locks)
         except BaseException:
             self.close()

@@ -276,7 +276,6 @@ async def run_frame(
     # The frame's own letterboxes: the slot set's are replaced by the frame after next, which
     # may be staged before this one's decodes (after ``released``).
     letterboxes = dict(letterboxes)
-    t_wait = time.perf_counter_ns()
     try:
         raws = await launch.infer([r.lock for r in runners])
     except asyncio.CancelledError:
@@ -284,10 +283,7 @@ async def run_frame(
     except Exception as exc:  # the launch itself failed: every engine in it did
         raws = [exc] * len(runners)
     # The wait for the locks (and for the other cameras of a batch), then the engines.
-    waited_ms = launch.lock_wait_ms
-    infer_ms = max(0.0, (time.perf_counter_ns() - t_wait) * _ms - waited_ms)
-    if launch.last_batch[0] > 1:  # queued at staging: the wait began before this call
-        infer_ms = launch.last_infer_ms
+    waited_ms, infer_ms = launch.lock_wait_ms, launch.last_infer_ms
     if released is not None:
         released.set()
         # Let the next frame's launch go first (the GPU would idle through these decodes):

@@ -262,23 +262,8 @@ class TensorRTEngine:
         """What ``infer`` returns, once the work of the last ``enqueue`` (or of the frame graph
         that contains it) completed: the raw output, or the GPU decode's candidates (fetching
         records past the first copy, or the whole output on an overflow frame, if needed)."""
-        decode = self._decode
-        if decode is None:
-            return self.result()
-        step = decode.after_wait(self._stream)
-        if step == "overflow":
-            for out in self._outputs:
-                self._stream.copy_dtoh(out.host, out.device)
-        if step != "done":
-            self._done.record(self._stream)
-            await self._waiter.wait(self._done, self._stream)
-        if step == "overflow":
-            # A copy, like the candidates: the caller owns what a GPU-decoding engine returns.
-            owned: npt.NDArray[np.float32] = self.result().copy()
-            return owned
-        if self._t0 is not None and self._t1 is not None and self._timed:
-            self.last_gpu_ms = self._t0.elapsed_ms(self._t1)
-        return decode.candidates(0)
+        out = await self.collect_rows(1)
+        return out[0] if isinstance(out, list) else out
 
     async def infer_batch(
         self, slots: Sequence[InputSlot]

@@ -170,14 +170,13 @@ class GpuFill(Closing):
         letterbox it into ``dst_ptr``."""
         staged = self._src
         assert staged is not None, "stage() a frame first"
-        w, h = self._size
-        nbytes = h * w * 3
         if self.integrated:
             src = staged.device_ptr  # mapped memory: the kernel reads it in place
         else:
             assert self._frame is not None
-            stream.copy_htod(self._frame, staged, nbytes)
+            self.copy_staged(self._frame, stream)
             src = self._frame.ptr
+        w, h = self._size
         self.kernel.run(src, w, h, dst_ptr, batch_index, stream)
 
     @property

@@ -132,12 +132,11 @@ class FrameGraph(Closing):
         self._engines = list(engines)
         self._upload = upload
         self._waiter = waiter
-        self.mode = mode
-        # By what the frame's upload depends on: per slot (width, height, buffer generation,
-        # address the frame is uploaded from), () for a CPU-letterbox slot.
         self._log = structlog.get_logger().bind(engines=[e.name for e in self._engines])
         self._cache = GraphCache(mode, "frame", self._log)
         self._warm = False  # a frame ran on streams: TensorRT's warm-up before a capture
+        # What the staged frame's upload depends on, the graphs' key: per slot (width, height,
+        # buffer generation, address the frame is uploaded from), () for a CPU-letterbox slot.
         self._key: tuple[tuple[int, ...], ...] = ()
         self._generations: tuple[int, ...] = ()
         self._done = Event()
@@ -226,9 +225,7 @@ class FrameGraph(Closing):
                 results.append(exc)
         return results
 
-    async def _streamed(
-        self,
-    ) -> list[Result]:
+    async def _streamed(self) -> list[Result]:
         for slot in self._slots.values():
             slot.enqueue_upload()
         return await asyncio.gather(

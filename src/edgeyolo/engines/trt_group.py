@@ -79,7 +79,6 @@ class BatchGroup(BatchQueue[_Request], Closing):
 
         super().__init__(rows, timeout_ms, "batch-group")
         self._engines = list(engines)
-        self.rows = rows
         self._upload = upload
         self._waiter = waiter
         self._owners: set[int] = set()
@@ -88,7 +87,6 @@ class BatchGroup(BatchQueue[_Request], Closing):
         self._resources: list[Any] = []
         self._inputs: dict[TensorSpec, DeviceBuffer] = {}
         self._rows: list[DeviceBuffer | None] = [None] * rows  # each row's raw frame
-        self._generation = 0
         self._warm: set[int] = set()  # batch sizes run on streams once (TensorRT's warm-up)
         self.launches = self.streamed = 0
         self.sizes: dict[int, int] = {}  # batch size -> batches
@@ -111,6 +109,11 @@ class BatchGroup(BatchQueue[_Request], Closing):
             raise
 
     # -- cameras -----------------------------------------------------------------------------
+    @property
+    def rows(self) -> int:
+        """Frames a batch holds at most: the models' ``max_batch``."""
+        return self.max_batch
+
     @property
     def target(self) -> int:
         """Frames that make a batch full: ``rows``, or the attached cameras if fewer."""
@@ -196,8 +199,7 @@ class BatchGroup(BatchQueue[_Request], Closing):
             if buf is not None:
                 buf.close()
             buf = self._rows[b] = DeviceBuffer(nbytes)
-            self._generation += 1
-            self._cache.close()
+            self._cache.close()  # the graphs read the old row buffers
         return buf
 
     def _enqueue(self, live: list[_Request], capturing: bool) -> None:
@@ -224,7 +226,7 @@ class BatchGroup(BatchQueue[_Request], Closing):
     def _graph(self, n: int, live: list[_Request]) -> Graph | None:
         if self._cache.disabled_reason:
             return None
-        key = (n, self._generation, *(r.member.fill.staged_size for r in live))
+        key = (n, *(r.member.fill.staged_size for r in live))
         graph = self._cache.get(key)
         if graph is not None or n not in self._warm:
             self._warm.add(n)

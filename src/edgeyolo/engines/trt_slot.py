@@ -35,15 +35,20 @@ class TensorRTInputSlot(HostFill):
         self._spec = spec
         self._upload = upload
         self._gpu = gpu
-        self._pinned: PinnedBuffer = PinnedBuffer(spec.shape, spec.dtype)
+        made: list[PinnedBuffer | DeviceBuffer | Event] = []
         try:
+            self._pinned: PinnedBuffer = PinnedBuffer(spec.shape, spec.dtype)
+            made.append(self._pinned)
             self._device: DeviceBuffer = DeviceBuffer(self._pinned.nbytes)
+            made.append(self._device)
             self.ready: Event = Event()
+            made.append(self.ready)
             # The letterbox of the frame in the slot, for the NMS kernel (mapped: it reads the
             # host's write at its launch); valid once fill/stage wrote it.
             self._params = PinnedBuffer((8,), np.float32, mapped=True)
         except BaseException:
-            self._pinned.close()
+            for res in reversed(made):  # what was made before the failure, nothing leaks
+                res.close()
             raise
         self._params_valid = False
         self._readers: list[Event] = []
