@@ -147,3 +147,17 @@ def trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     yield fake_tensorrt
     fake_tensorrt.configure(FAKE_TRT_VERSION)
     fake_tensorrt.set_executor(None)
+
+
+def recorded(model: str, frame: str) -> Any:
+    """Ultralytics' raw output of ``model`` (det, pose) on demo frame ``frame`` (e.g. f000),
+    as recorded in the goldens (1 x rows x anchors float32; sparse files keep only the
+    anchors that matter, the rest is zeros)."""
+    import numpy as np
+
+    z = np.load(GOLDEN / f"ultralytics-raw-{model}-demo-scene-{frame}.npz")
+    if "output0" in z.files:
+        return z["output0"]
+    raw = np.zeros(tuple(z["shape"]), np.float32)
+    raw[0][:, z["anchors"]] = z["columns"]
+    return raw

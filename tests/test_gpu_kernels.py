@@ -16,12 +16,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import DEMO_VIDEO, GOLDEN, shared_media
+from conftest import DEMO_VIDEO, shared_media
 from edgeyolo.frames import Letterbox
 from edgeyolo.gpu.decode import class_mask, reference_records, to_candidates
 from edgeyolo.gpu.letterbox import reference_letterbox, resize_reference
 from edgeyolo.postprocess import Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
+from helpers import recorded
 
 
 def video(n: int, step: int = 1) -> list[np.ndarray]:
@@ -63,15 +64,6 @@ def test_resize_model_equals_cv2_inter_linear(new):
     lb = Letterbox(img.shape[1], img.shape[0], new[0], new[1], 1.0, new[0], new[1], 0, 0)
     ref = cv2.resize(img, new, interpolation=cv2.INTER_LINEAR)
     np.testing.assert_array_equal(resize_reference(img, lb), ref)
-
-
-def recorded(model: str, frame: str) -> np.ndarray:
-    z = np.load(GOLDEN / f"ultralytics-raw-{model}-demo-scene-{frame}.npz")
-    if "output0" in z.files:
-        return z["output0"]
-    raw = np.zeros(tuple(z["shape"]), np.float32)
-    raw[0][:, z["anchors"]] = z["columns"]
-    return raw
 
 
 def same(a, b) -> None:

@@ -23,7 +23,7 @@ if _REASON is not None:
     pytest.skip(f"no CUDA here: {_REASON}", allow_module_level=True)
 
 import fake_tensorrt  # noqa: E402
-from conftest import DEMO_VIDEO, GOLDEN, POSE, SHARED_MEDIA  # noqa: E402
+from conftest import DEMO_VIDEO, POSE, SHARED_MEDIA  # noqa: E402
 from edgeyolo.config import GpuPathConfig, ModelConfig, TensorRTConfig  # noqa: E402
 from edgeyolo.engines.tensorrt import TensorRTBackend  # noqa: E402
 from edgeyolo.engines.trt_gpu import GpuFill  # noqa: E402
@@ -34,6 +34,7 @@ from edgeyolo.gpu.errors import check, driver  # noqa: E402
 from edgeyolo.gpu.nvrtc import load_kernels  # noqa: E402
 from edgeyolo.postprocess import Thresholds, decode  # noqa: E402
 from edgeyolo.preprocess import Preprocessor  # noqa: E402
+from helpers import recorded  # noqa: E402
 
 DET = POSE.parent / "edgeyolo-demo-det.onnx"
 
@@ -121,15 +122,6 @@ def test_letterbox_kernel_writes_only_its_batch_image(ctx, modules):
     np.testing.assert_array_equal(bits(gpu[1:2]), bits(cpu))
     assert np.isnan(gpu[0]).all()
     assert np.isnan(gpu[2]).all()
-
-
-def recorded(model: str, frame: str) -> np.ndarray:
-    z = np.load(GOLDEN / f"ultralytics-raw-{model}-demo-scene-{frame}.npz")
-    if "output0" in z.files:
-        return z["output0"]
-    raw = np.zeros(tuple(z["shape"]), np.float32)
-    raw[0][:, z["anchors"]] = z["columns"]
-    return raw
 
 
 def run_decoder(module, raw: np.ndarray, conf, nc, nk, classes=None, capacity=4096, first=512):
