@@ -7,14 +7,17 @@ batch when
 
 - ``target`` frames are waiting: ``max_batch``, or fewer when fewer cameras are attached to
   the model (a camera attaches when its pipeline is built and detaches when it ends), or
-- ``batch_timeout_ms`` has passed since the oldest waiting frame arrived or since the
-  previous batch finished, whichever is later.
+- ``batch_timeout_ms`` has passed since the oldest waiting frame arrived; or, if that
+  timeout ran out while the previous call was still running, since that call finished.
 
-The second clock matters when the engine is the bottleneck: frames that queued behind a
-running call would all be overdue when it ends, and the cameras of that call (whose next
-frames come a few milliseconds after their results) would always miss the next call: four
-cameras would settle into batches of 3 + 1 for good. Counting from the end of the previous
-call gives them ``batch_timeout_ms`` to join, and the batches fill again.
+The second clock matters when the engine is the bottleneck: frames that queued behind a long
+call would all be overdue when it ends, and the cameras of that call (whose next frames come
+a few milliseconds after their results) would always miss the next call: four cameras would
+settle into batches of 3 + 1 for good. Counting from the end of the call gives them
+``batch_timeout_ms`` to join, and the batches fill again. It applies only to a frame the
+running call held up past its own timeout: a frame that arrives during a call shorter than
+the timeout keeps its own clock, so paced cameras in different phases wait at most
+``batch_timeout_ms``, not that plus the call.
 
 A batch is ONE ``engine.infer_batch`` call (the engine copies each slot into its batch input
 before it suspends), then one decode per batch index, under the runner's lock (the raw output
@@ -93,12 +96,14 @@ Q = TypeVar("Q", bound=_Queued)
 class BatchQueue(Generic[Q]):
     """Requests gathered into batches by one dispatcher task (the rules are the module's):
     a batch of up to ``max_batch`` runs when ``target`` requests wait, or ``timeout_ms`` after
-    the oldest arrived or the previous batch ended, whichever is later. Subclasses say what a
-    full batch is (``target``) and run one (``_run``); a caller's future always ends."""
+    the oldest arrived (after the previous batch ended, if the oldest's timeout ran out while
+    that batch ran). Subclasses say what a full batch is (``target``) and run one (``_run``);
+    a caller's future always ends."""
 
     def __init__(self, max_batch: int, timeout_ms: float, name: str) -> None:
         self.max_batch = max_batch
         self.timeout_s = timeout_ms / 1e3
+        self._timeout_ns = int(timeout_ms * 1e6)
         self._name = name
         self._pending: list[Q] = []
         self._wake: asyncio.Event | None = None
@@ -135,7 +140,9 @@ class BatchQueue(Generic[Q]):
         try:
             while self._pending:
                 if len(self._pending) < self.target:
-                    since = max(self._pending[0].submitted_ns, self._free_ns)
+                    since = self._pending[0].submitted_ns
+                    if since + self._timeout_ns < self._free_ns:
+                        since = self._free_ns  # held up by the previous call: rejoin time
                     left = self.timeout_s - (time.perf_counter_ns() - since) * 1e-9
                     if left > 0:
                         assert self._wake is not None
