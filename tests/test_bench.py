@@ -117,6 +117,7 @@ def test_batching_report_runs_both_paths():
     """`bench --cameras 2`: the same two cameras at batch 1 and batched, side by side."""
     r = bench("-c", str(REPO / "config" / "multicam.yaml"), "--cameras", "2", "--frames", "4")
     assert r["mode"] == "batching"
+    assert r["pace"] == "fast"
     assert r["batched_models"] == ["det"]
     assert r["not_batched"] == []
     one, many = r["batch1"], r["batched"]
@@ -129,6 +130,19 @@ def test_batching_report_runs_both_paths():
     assert r["throughput_ratio"] == pytest.approx(
         many["camera_frames_per_s"] / one["camera_frames_per_s"], abs=0.01
     )
+
+
+def test_paced_batching_reads_cameras_at_the_files_rate():
+    """`bench --cameras 2 --paced`: the cameras deliver at the video's 15 fps, as live cameras
+    do (the latency figure), so the two of them can never exceed 30 camera-frames/s."""
+    r = bench(
+        "-c", str(REPO / "config" / "multicam.yaml"), "--cameras", "2", "--frames", "6",
+        "--warmup", "2", "--paced",
+    )  # fmt: skip
+    assert r["pace"] == "native"
+    for run in (r["batch1"], r["batched"]):
+        assert 0 < run["camera_frames_per_s"] <= 2 * 15 * 1.2, run
+        assert set(run["e2e_ms_p99"]) == {"cam-a-0", "cam-a-1"}
 
 
 def test_host_decode_report():

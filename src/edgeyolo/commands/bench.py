@@ -86,6 +86,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "first, and report the median (1)",
     )
     p.add_argument(
+        "--paced",
+        action="store_true",
+        help="with --cameras: read each camera at its file's own frame rate (as live cameras "
+        "deliver) instead of flat out, to see latency against batch_timeout_ms + one call",
+    )
+    p.add_argument(
         "--gpu-path",
         action="store_true",
         help="TensorRT only: engine-only vs whole-pipeline fps, and host CPU per frame, with "
@@ -273,7 +279,9 @@ def main(args: argparse.Namespace) -> int:
     elif args.cameras is not None:
         from edgeyolo.commands.bench_batch import bench_batching  # noqa: PLC0415
 
-        report = bench_batching(cfg, args.cameras, args.frames, args.warmup, args.rounds)
+        report = bench_batching(
+            cfg, args.cameras, args.frames, args.warmup, args.rounds, paced=args.paced
+        )
     else:
         report = bench_pipeline(cfg, args.frames, args.warmup, args.sequential)
     sys.stdout.write(json.dumps(report) + "\n")

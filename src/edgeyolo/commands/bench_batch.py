@@ -2,7 +2,10 @@
 
 Both runs use the same config, models and backend (whatever ``backend`` says: ONNX Runtime on
 a CPU, TensorRT on a GPU): the first camera's file is opened N times, read flat out (every
-camera offers frames as fast as the models take them), for ``warmup + frames`` frames each.
+camera offers frames as fast as the models take them), for ``warmup + frames`` frames each;
+with ``paced``, at the file's own frame rate instead, as live cameras deliver, which shows the
+latency a frame pays for batching (at most about ``batch_timeout_ms`` + one batched call)
+rather than the queue of a saturated engine.
 
 - ``batch1``: every model at ``max_batch: 1`` (today's shared-engine path: the cameras take
   turns on each engine, one frame per call);
@@ -171,9 +174,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def bench_batching(
-    cfg: Config, cameras: int, frames: int, warmup: int, rounds: int = 1
+    cfg: Config, cameras: int, frames: int, warmup: int, rounds: int = 1, *, paced: bool = False
 ) -> dict[str, Any]:
-    """The two runs, side by side (``rounds`` times, alternating which goes first)."""
+    """The two runs, side by side (``rounds`` times, alternating which goes first); ``paced``:
+    cameras at their files' frame rate instead of flat out."""
     from edgeyolo.app import RunOptions, run  # noqa: PLC0415
 
     if cameras < 2:
@@ -190,6 +194,7 @@ def bench_batching(
         "mode": "batching",
         "backend": cfg.backend,
         "cameras": cameras,
+        "pace": "native" if paced else "fast",
         "frames_per_camera": frames,
         "batched_models": batched,
         "not_batched": [m.name for m in many.models if m.name not in batched],
@@ -208,7 +213,7 @@ def bench_batching(
                     conf,
                     RunOptions(
                         max_frames=frames + warmup,
-                        pace="fast",
+                        pace="native" if paced else "fast",
                         keep_timings=True,
                         jsonl=False,
                         handle_signals=True,
