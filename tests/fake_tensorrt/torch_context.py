@@ -23,12 +23,15 @@ import numpy as np
 from . import IExecutionContext, TensorIOMode
 
 _I64_MAX = 2**62
+_HALF_FLAGS = {"FP16", "INT8"}
 
 
 class OnnxTorch:
     """An ONNX graph of YOLO operators evaluated with PyTorch (constants folded on the host)."""
 
-    def __init__(self, path: Path, device: Any, dtype: Any) -> None:
+    def __init__(
+        self, path: Path, device: Any, dtype: Any, *, fuse: bool = False, nhwc: bool = False
+    ) -> None:
         import onnx
         from onnx import numpy_helper
 
@@ -54,6 +57,10 @@ class OnnxTorch:
                 continue
             self.nodes.append((node.op_type, list(node.input), list(node.output), attrs))
         self.input_name = next(i.name for i in self.graph.input if i.name not in self.consts)
+        self.nhwc = nhwc
+        if fuse:
+            self.nodes = fuse_conv_silu(self.nodes, {o.name for o in self.graph.output})
+        self._bias_silu: Any = None
         self.output_names = [o.name for o in self.graph.output]
         self._tensors: dict[str, Any] = {}
         # Device copies of values computed on the host from the input's shape (dynamic-batch
@@ -82,6 +89,8 @@ class OnnxTorch:
             t = torch.from_numpy(np.array(arr, copy=True)).to(self.device)  # writable copy
             if t.is_floating_point():
                 t = t.to(self.dtype)
+                if self.nhwc and t.dim() == 4:  # conv weights in the activations' layout
+                    t = t.contiguous(memory_format=torch.channels_last)
             self._tensors[name] = t
         return t
 
@@ -144,6 +153,10 @@ class OnnxTorch:
         import torch
         import torch.nn.functional as F  # noqa: N812
 
+        if inp.dtype != self.dtype:  # FP32 bindings of an engine that runs FP16 inside
+            inp = inp.to(self.dtype)
+        if self.nhwc:
+            inp = inp.contiguous(memory_format=torch.channels_last)
         env: dict[str, Any] = {self.input_name: inp}
         host: dict[str, np.ndarray] = {}  # values computed from shapes, on the host
 
@@ -174,6 +187,23 @@ class OnnxTorch:
                     dilation=a.get("dilations", [1, 1]),
                     groups=a.get("group", 1),
                 )
+            elif op == "ConvSiLU":  # Conv -> Sigmoid -> Mul, fused as TensorRT fuses it
+                pads = a.get("pads", [0, 0, 0, 0])
+                y = F.conv2d(
+                    x,
+                    val(ins[1]),
+                    None,
+                    stride=a.get("strides", [1, 1]),
+                    padding=pads[:2],
+                    dilation=a.get("dilations", [1, 1]),
+                    groups=a.get("group", 1),
+                )
+                if len(ins) > 2 and ins[2]:
+                    y = self.bias_silu(y, val(ins[2]).view(1, -1, 1, 1))
+                else:
+                    y = F.silu(y, inplace=True)
+            elif op == "SiLU":
+                y = F.silu(x)
             elif op == "Sigmoid":
                 y = torch.sigmoid(x)
             elif op in {"Mul", "Add", "Sub", "Div"}:
@@ -228,6 +258,53 @@ class OnnxTorch:
             env[outs[0]] = y
         return [env[o] for o in self.output_names]
 
+    def bias_silu(self, y: Any, bias: Any) -> Any:
+        """silu(y + bias) in one elementwise kernel (jiterator), in place of three."""
+        if self._bias_silu is None:
+            from torch.cuda import jiterator
+
+            code = (
+                "template <typename T> T bias_silu(T y, T b) "
+                "{ float v = float(y) + float(b); return T(v / (1.0f + expf(-v))); }"
+            )
+            self._bias_silu = jiterator._create_jit_fn(code)
+        return self._bias_silu(y, bias)
+
+
+def fuse_conv_silu(
+    nodes: list[tuple[str, list[str], list[str], dict[str, Any]]], outputs: set[str]
+) -> list[tuple[str, list[str], list[str], dict[str, Any]]]:
+    """Rewrite ``y = Conv(x); Mul(y, Sigmoid(y))`` (YOLO's SiLU) into one ``ConvSiLU`` node,
+    and a lone ``Mul(x, Sigmoid(x))`` into ``SiLU``, when the intermediates feed nothing else:
+    the fusion TensorRT's builder makes, so the stand-in's kernel count and memory traffic per
+    layer look like an engine's rather than an interpreter's."""
+    uses: dict[str, int] = {}
+    for _op, ins, _outs, _a in nodes:
+        for i in ins:
+            uses[i] = uses.get(i, 0) + 1
+    producer = {outs[0]: k for k, (_op, _ins, outs, _a) in enumerate(nodes) if outs}
+    drop: set[int] = set()
+    out = list(nodes)
+    for k, (op, ins, outs, _a) in enumerate(nodes):
+        if op != "Mul" or len(ins) != 2:
+            continue
+        for x, s in (ins, ins[::-1]):
+            j = producer.get(s)
+            if j is None or nodes[j][0] != "Sigmoid" or nodes[j][1] != [x]:
+                continue
+            if uses.get(s) != 1 or s in outputs:
+                continue
+            c = producer.get(x)
+            if c is not None and nodes[c][0] == "Conv" and uses.get(x) == 2 and x not in outputs:
+                _cop, cins, _couts, cattrs = nodes[c]
+                out[k] = ("ConvSiLU", cins, outs, cattrs)
+                drop.update((c, j))
+            else:
+                out[k] = ("SiLU", [x], outs, {})
+                drop.add(j)
+            break
+    return [n for k, n in enumerate(out) if k not in drop]
+
 
 class _CudaArray:
     """A raw device address seen as an array (``__cuda_array_interface__``), zero-copy."""
@@ -246,6 +323,11 @@ class TorchGraphExecutor:
     """``fake_tensorrt`` executor: the model as a CUDA graph, replayed on the given stream."""
 
     use_graph = True
+    # What a TensorRT build does to the network, imitated (False: the ONNX graph as written,
+    # one PyTorch kernel per operator, FP32 inside unless the bindings are FP16):
+    fuse = True  # Conv + SiLU as one layer (conv, then one bias+SiLU kernel)
+    honour_precision = True  # an engine built with the FP16 or INT8 flag computes in FP16
+    nhwc: bool | None = None  # channels-last activations; None: when computing in FP16
 
     def __init__(self, context: IExecutionContext) -> None:
         import torch
@@ -254,11 +336,20 @@ class TorchGraphExecutor:
         io = context.io()
         (in_name, _m, in_shape, in_dtype) = next(t for t in io if t[1] == TensorIOMode.INPUT)
         outs = [t for t in io if t[1] == TensorIOMode.OUTPUT]
-        dtype = torch.float16 if in_dtype == np.float16 else torch.float32
-        self.model = OnnxTorch(context.engine.onnx, torch.device("cuda"), dtype)
+        io_dtype = torch.float16 if in_dtype == np.float16 else torch.float32
+        flags = set(context.engine.doc.get("builder_flags", ()))
+        half = io_dtype == torch.float16 or (self.honour_precision and bool(flags & _HALF_FLAGS))
+        # INT8 engines compute in FP16 here: the stand-in has no INT8 convolutions, and a real
+        # INT8 engine is at least as fast as its FP16 build.
+        dtype = torch.float16 if half else torch.float32
+        self.precision = "fp16" if half else "fp32"
+        nhwc = half if self.nhwc is None else self.nhwc
+        self.model = OnnxTorch(
+            context.engine.onnx, torch.device("cuda"), dtype, fuse=self.fuse, nhwc=nhwc
+        )
         # The graph reads a private input: TensorRT lets the input address change between
         # executions (the pipeline alternates slots), a captured graph does not.
-        self.inp = torch.empty(in_shape, dtype=dtype, device="cuda")
+        self.inp = torch.empty(in_shape, dtype=io_dtype, device="cuda")
         self.in_shape, self.in_dtype = in_shape, in_dtype
         self._views: dict[int, Any] = {}
         self.outs = [
