@@ -11,6 +11,13 @@ of Ultralytics YOLOv8/YOLO11 detect and pose exports: shape-like inputs (Reshape
 sizes, Slice bounds, Resize scales) are folded to Python numbers on the host, so the forward
 pass never reads device memory from the CPU and can be captured as a graph. Lives in tests,
 never in src.
+
+Two things a TensorRT build does to the network are imitated, so that timings (batch 1
+against a batch, FP32 against FP16) are of an engine-like graph rather than of an
+interpreter: Conv -> Sigmoid -> Mul (YOLO's SiLU) is one layer (the convolution, then one
+bias+SiLU kernel), and an engine built with the FP16 or INT8 flag computes in FP16 with
+channels-last activations behind its FP32 bindings (INT8 as FP16: cuDNN has no INT8 path
+here). ``TorchGraphExecutor.fuse`` / ``honour_precision`` / ``nhwc`` switch them off.
 """
 
 from __future__ import annotations
