@@ -5,8 +5,8 @@ on, the cameras that run those engines share a ``BatchGroup``; each camera's slo
 ``GroupMember`` (its ``FrameLaunch``). A member stages its frame on the host (its pinned frame
 buffer, or a copy into staging) and submits; the group launches a batch when every attached
 camera submitted (at most ``max_batch``) or when the oldest frame waited ``batch_timeout_ms``
-(counted from the end of the previous batch when that is later, as ``edgeyolo.batching``
-does). Frames are queued when they are staged, while the previous batch is still in the
+(counted from the end of the previous batch when its timeout ran out while that batch ran:
+the rules of ``edgeyolo.batching``, whose dispatcher this is). Frames are queued when they are staged, while the previous batch is still in the
 engines, so the next batch starts as soon as that one is out, before any camera decodes.
 
 A batch is, on the backend's upload stream: each frame copied into its row's device frame
