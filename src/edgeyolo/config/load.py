@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from edgeyolo.config.models import Config
 from edgeyolo.config.mqtt_checks import mqtt_problems
@@ -68,6 +68,33 @@ def _lookup(data: Any, loc: Loc) -> Any:
     return data
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config section class in a field's type (``X | None``, ``list[X]`` see through)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for a in get_args(annotation) if (m := _model_in(a)) is not None), None)
+
+
+def _has_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or any(_has_secret(a) for a in get_args(annotation))
+
+
+def _in_secret_section(loc: Loc) -> bool:
+    """Whether ``loc`` lies in a section with a secret field (sinks.mqtt, http): a misspelled
+    key there (``tokn``, ``passwrd``) may well hold that secret."""
+    model: type[BaseModel] | None = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = None if field is None else _model_in(field.annotation)
+        if model is None:
+            return False
+        if any(_has_secret(f.annotation) for f in model.model_fields.values()):
+            return True
+    return False
+
+
 def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
     secrets = secret_values(raw)
     issues = []
@@ -82,9 +109,9 @@ def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
         if isinstance(value, dict | list):
             value = None  # whole sections are not worth echoing back
         elif value is not None and (
-            any(is_secret_key(p) for p in loc) or (unknown and loc[:2] == ("sinks", "mqtt"))
+            any(is_secret_key(p) for p in loc) or (unknown and _in_secret_section(loc))
         ):
-            value = MASK  # a secret, or a misspelled key of the section that holds them
+            value = MASK  # a secret, or a misspelled key of a section that holds one
         elif value is not None and not isinstance(value, bool):
             shown = scrub(str(value), secrets)
             value = shown if isinstance(value, str) or shown != str(value) else value
@@ -212,6 +239,9 @@ def load_config(path: Path) -> Config:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        for mark in (getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)):
+            if mark is not None:
+                mark.name = path.name  # not "<unicode string>": the file, as the user named it
         # YAML errors quote the offending line, which may hold a password.
         shown = scrub(str(exc), secrets_in_text(text))
         raise ConfigError(f"{path}: not valid YAML: {shown}") from None
