@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from conftest import DEMO_VIDEO, DET, run_cli
+from conftest import DEMO_VIDEO, DET, MODELS, run_cli, shared_media
 
 if TYPE_CHECKING:
     import subprocess
@@ -80,3 +80,38 @@ def test_yaml_error_names_the_file_and_line(tmp_path: Path):
     assert f"{path}: not valid YAML" in err, err
     assert 'in "broken.yaml", line' in err, err
     assert "<unicode string>" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "shown"),
+    [
+        ("--conf", "2", "--conf 2.0: "),
+        ("--iou", "-1", "--iou -1.0: "),
+        ("--max-det", "0", "--max-det 0: "),
+    ],
+)
+def test_predict_out_of_range_option(option: str, value: str, shown: str):
+    bus = shared_media("bus.jpg")
+    err = _clean(run_cli("predict", "--model", str(DET), option, value, str(bus)))
+    assert err.startswith(f"edgeyolo predict: error: {shown}"), err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x"])
+def test_run_max_frames_must_be_positive(value: str):
+    """`--max-frames 0` used to load every model and stop at once, reporting success."""
+    res = run_cli("run", "--max-frames", value)
+    assert res.returncode == 2, res.stderr
+    assert "argument --max-frames:" in res.stderr, res.stderr
+    assert '"event": "model loaded"' not in res.stderr
+
+
+def test_run_bad_http_address_named_once():
+    err = _clean(run_cli("run", "--max-frames", "1", "--http", "nonsense"))
+    assert err.count("--http 'nonsense'") == 1, err
+    assert "the port must be a number" in err, err
+
+
+def test_bench_drift_missing_model():
+    missing = MODELS / "no-such-int8.onnx"
+    err = _clean(run_cli("bench", "drift", str(DET), str(missing), "--speed-runs", "0"))
+    assert f"{missing}: no such model file" in err, err

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgeyolo.errors import ModelError, SourceError
 from edgeyolo.frames import Letterbox
 from edgeyolo.postprocess import Thresholds, decode
 from edgeyolo.preprocess import Preprocessor
@@ -245,6 +246,11 @@ def speed(paths: list[Path], threads: int, runs: int, rounds: int, image: np.nda
 
 def main(args: argparse.Namespace) -> int:
     """Print one JSON line per INT8 model (drift), then per model and thread count (speed)."""
+    for path in (args.fp32, *args.int8):
+        if not path.is_file():
+            raise ModelError(f"bench drift: {path}: no such model file")
+    if not args.video.is_file():
+        raise SourceError(f"bench drift --video {args.video}: no such file")
     nkpt = kpt_count(metadata(args.fp32))
     frames = every_nth_frame(args.video, args.step)
     if not args.no_drift:

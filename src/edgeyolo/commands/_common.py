@@ -24,6 +24,17 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of frames, rounds...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}; expected at least 1")
+    return value
+
+
 def config_path(arg: Path | None) -> Path:
     if arg is not None:
         return arg

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeyolo.errors import ModelError, SourceError
+from edgeyolo.errors import ConfigError, ModelError, SourceError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -63,6 +63,8 @@ def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError  # noqa: PLC0415
+
     from edgeyolo.config import ModelConfig, OnnxRuntimeConfig  # noqa: PLC0415
     from edgeyolo.engines.onnxruntime import (  # noqa: PLC0415
         OnnxRuntimeBackend,
@@ -82,15 +84,23 @@ def main(args: argparse.Namespace) -> int:
     classes: list[int | str] | None = None
     if args.classes:
         classes = [int(c) if c.strip().isdigit() else c.strip() for c in args.classes.split(",")]
-    cfg = ModelConfig(
-        name=args.model.stem,
-        path=args.model,
-        task=args.task or info.task,
-        conf=args.conf,
-        iou=args.iou,
-        max_det=args.max_det,
-        classes=classes,
-    )
+    try:
+        cfg = ModelConfig(
+            name=args.model.stem,
+            path=args.model,
+            task=args.task or info.task,
+            conf=args.conf,
+            iou=args.iou,
+            max_det=args.max_det,
+            classes=classes,
+        )
+    except ValidationError as exc:
+        # The options are the model's config keys: name the option, not the key.
+        err = exc.errors(include_url=False)[0]
+        option = "--" + str(err["loc"][0]).replace("_", "-")
+        raise ConfigError(
+            f"{option} {err['input']!r}: {err['msg'].removeprefix('Value error, ')}"
+        ) from None
     # One model, one image at a time: ONNX Runtime may use every core (its default).
     backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=0), max_engines=1)
     try:

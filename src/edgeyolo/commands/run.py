@@ -6,7 +6,7 @@ import argparse
 
 import structlog
 
-from edgeyolo.commands._common import add_config_arg, config_path, load
+from edgeyolo.commands._common import add_config_arg, config_path, load, positive_int
 from edgeyolo.config import Config, config_warnings
 from edgeyolo.errors import ConfigError
 
@@ -23,7 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_config_arg(p)
     p.add_argument(
-        "--max-frames", type=int, default=None, metavar="N", help="stop each camera after N frames"
+        "--max-frames",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop each camera after N frames",
     )
     p.add_argument(
         "--loop",
@@ -67,7 +71,7 @@ def apply_overrides(cfg: Config, *, mqtt_url: str | None, http: str | None) -> C
         try:
             host, port = parse_http_address(http)
         except ValueError as exc:
-            raise ConfigError(f"--http {http!r}: {exc}") from None
+            raise ConfigError(str(exc)) from None  # it names the option and the value
         cfg = cfg.model_copy(
             update={
                 "http": cfg.http.model_copy(update={"enabled": True, "host": host, "port": port})
