@@ -115,3 +115,46 @@ def test_bench_drift_missing_model():
     missing = MODELS / "no-such-int8.onnx"
     err = _clean(run_cli("bench", "drift", str(DET), str(missing), "--speed-runs", "0"))
     assert f"{missing}: no such model file" in err, err
+
+
+def test_key_given_twice_is_an_error(tmp_path: Path):
+    """YAML keeps the last of two equal keys; a second `conf:` lower down used to win unseen."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        f"cameras:\n  - name: demo\n    source: {DEMO_VIDEO}\n"
+        f"models:\n  - name: det\n    path: {DET}\n    task: detect\n"
+        "    conf: 0.9\n    iou: 0.5\n    conf: 0.1\n",
+        encoding="utf-8",
+    )
+    for cmd in (("check-config", str(path)), ("run", "-c", str(path))):
+        err = _clean(run_cli(*cmd))
+        assert "found key 'conf' a second time (first on line 8)" in err, err
+        assert 'in "twice.yaml", line 10' in err, err
+
+
+def test_merge_keys_may_override(tmp_path: Path):
+    """`<<: *anchor` and then one of its keys again is no duplicate."""
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        f"cameras:\n  - name: demo\n    source: {DEMO_VIDEO}\n"
+        f"models:\n  - &m\n    name: det\n    path: {DET}\n    task: detect\n"
+        "  - <<: *m\n    name: det2\n    conf: 0.5\n",
+        encoding="utf-8",
+    )
+    res = run_cli("check-config", "--no-models", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "2 model(s)" in res.stdout
+
+
+def test_password_given_twice_is_not_shown(tmp_path: Path):
+    first, second = "F1rstPassw0rd", "S2condPassw0rd"
+    path = _config(tmp_path, "pw.yaml")
+    path.write_text(
+        path.read_text(encoding="utf-8") + f"sinks:\n  mqtt:\n    url: mqtt://127.0.0.1:1883\n"
+        f"    password: {first}\n    password: {second}\n",
+        encoding="utf-8",
+    )
+    err = _clean(run_cli("check-config", str(path)))
+    assert "found key 'password' a second time" in err, err
+    assert first not in err, err
+    assert second not in err, err

@@ -68,6 +68,35 @@ def _lookup(data: Any, loc: Loc) -> Any:
     return data
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a key given twice in one mapping is an error: YAML
+    keeps the last one silently, so a second ``conf:`` further down would win unseen."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` then overriding one of its keys is what merges are for
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.setdefault(key, key_node.start_mark.line)
+        except TypeError:
+            continue  # an unhashable key: construct_mapping refuses it with its own message
+        if first != key_node.start_mark.line:
+            raise yaml.constructor.ConstructorError(
+                "while reading a mapping",
+                node.start_mark,
+                f"found key {key!r} a second time (first on line {first + 1}); "
+                "YAML would keep only the last one: remove one of them",
+                key_node.start_mark,
+            )
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     """The config section class in a field's type (``X | None``, ``list[X]`` see through)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -237,7 +266,7 @@ def load_config(path: Path) -> Config:
             f"(line {line}); save the file as UTF-8"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         for mark in (getattr(exc, "context_mark", None), getattr(exc, "problem_mark", None)):
             if mark is not None:
