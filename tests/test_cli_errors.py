@@ -158,3 +158,13 @@ def test_password_given_twice_is_not_shown(tmp_path: Path):
     assert "found key 'password' a second time" in err, err
     assert first not in err, err
     assert second not in err, err
+
+
+def test_folder_as_camera_source(tmp_path: Path):
+    """A folder passed as a video: check-config said ok and run said 'no such file'."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    path = _config(tmp_path, "folder.yaml", cameras=[{"name": "demo", "source": str(folder)}])
+    for cmd in (("check-config", "--no-models", str(path)), ("run", "-c", str(path))):
+        err = _clean(run_cli(*cmd))
+        assert f"cameras[0].source = '{folder}': a folder, not a file" in err, err

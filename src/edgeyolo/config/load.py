@@ -174,6 +174,10 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
     return cfg.model_copy(update={"models": models, "cameras": cameras, "tensorrt": trt})
 
 
+def _not_a_file(path: str | Path) -> str:
+    return "a folder, not a file" if Path(path).is_dir() else "no such file"
+
+
 def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
     """Problems with files the config points at (models, labels, video files, TLS files, the
     JSON-lines path) and MQTT topics too long to publish."""
@@ -181,7 +185,7 @@ def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
     for i, m in enumerate(cfg.models):
         if not m.path.is_file():
             issues.append(
-                ConfigIssue(loc=f"models[{i}].path", value=str(m.path), message="no such file")
+                ConfigIssue(loc=f"models[{i}].path", value=str(m.path), message=_not_a_file(m.path))
             )
         if isinstance(m.labels, Path) and not m.labels.is_file():
             issues.append(
@@ -190,9 +194,11 @@ def check_files(cfg: Config, path: Path) -> list[ConfigIssue]:
     for i, c in enumerate(cfg.cameras):
         if not isinstance(c.source, str):
             continue
-        if is_file_path(c.source) and not Path(c.source).exists():
+        if is_file_path(c.source) and not Path(c.source).is_file():
             issues.append(
-                ConfigIssue(loc=f"cameras[{i}].source", value=c.source, message="no such file")
+                ConfigIssue(
+                    loc=f"cameras[{i}].source", value=c.source, message=_not_a_file(c.source)
+                )
             )
         elif source_kind(c.source) == "gstreamer":
             issues += [

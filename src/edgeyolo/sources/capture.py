@@ -137,7 +137,9 @@ class CaptureSource:
         if self.kind in {"file", "image"}:
             path = Path(str(self.config.source))
             if not path.is_file():  # noqa: ASYNC240 - one stat() at start-up
-                raise SourceError(f"cameras[{self.name}].source: no such file: {path}")
+                folder = path.is_dir()  # noqa: ASYNC240
+                what = "a folder, not a video or image file" if folder else "no such file"
+                raise SourceError(f"cameras[{self.name}].source: {what}: {path}")
         if self.kind == "gstreamer" and opencv_info().gstreamer is None:
             raise SourceError(f"cameras[{self.name}].source: {no_gstreamer_message()}")
         self._aloop = asyncio.get_running_loop()
