@@ -168,3 +168,21 @@ def test_folder_as_camera_source(tmp_path: Path):
     for cmd in (("check-config", "--no-models", str(path)), ("run", "-c", str(path))):
         err = _clean(run_cli(*cmd))
         assert f"cameras[0].source = '{folder}': a folder, not a file" in err, err
+
+
+def test_no_output_at_all_is_warned(tmp_path: Path):
+    """No JSON lines, no MQTT, no HTTP: it ran and told nobody anything."""
+    path = _config(tmp_path, "silent.yaml", sinks={"jsonl": {"enabled": False}})
+    res = run_cli("check-config", "--no-models", str(path))
+    assert res.returncode == 0, res.stderr
+    assert f"{path}: warning: no output: sinks.jsonl.enabled is false" in res.stderr
+    res = run_cli("run", "-c", str(path), "--max-frames", "1", "--log-format", "json")
+    assert res.returncode == 0, res.stderr
+    assert "no output: sinks.jsonl.enabled is false" in res.stderr
+    # Any one output is enough.
+    quiet = _config(
+        tmp_path, "http.yaml", sinks={"jsonl": {"enabled": False}}, http={"enabled": True}
+    )
+    res = run_cli("check-config", "--no-models", str(quiet))
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr, res.stderr

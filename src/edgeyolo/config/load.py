@@ -286,6 +286,13 @@ def load_config(path: Path) -> Config:
 def config_warnings(cfg: Config) -> list[str]:
     """Things that work but that the user probably wants to change (printed, not refused)."""
     mqtt = cfg.sinks.mqtt
+    if mqtt is None and not cfg.sinks.jsonl.enabled and not cfg.http.enabled:
+        return [
+            (
+                "no output: sinks.jsonl.enabled is false, sinks.mqtt is off and http is off, "
+                "so the detections go nowhere (turn one on, or run with --mqtt-url / --http)"
+            )
+        ]
     if mqtt is None or not mqtt.discovery.enabled:
         return []
     return [
