@@ -91,7 +91,10 @@ def test_unknown_camera_reference_and_duplicates(tmp_path):
     data = base()
     data["models"].append({"name": "det", "path": str(POSE), "task": "pose", "cameras": ["back"]})
     (msg,) = issues_of(write(tmp_path, data))
-    assert "models names must be unique, repeated: det" in msg
+    assert msg == "models: model names must be unique, repeated: det"
+    data["models"][1]["name"] = "pose"
+    (msg,) = issues_of(write(tmp_path, data))
+    assert msg == "models: model 'pose' lists camera 'back', which is not defined (cameras: cam)"
 
 
 def test_not_yaml_and_not_a_mapping(tmp_path):

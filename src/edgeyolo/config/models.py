@@ -6,9 +6,9 @@ Pure data and validation: importing this module imports no implementation module
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeyolo.config.base import Strict
 from edgeyolo.config.http import HttpConfig
@@ -287,24 +287,29 @@ class Config(Strict):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
 
-    @model_validator(mode="after")
-    def _names_and_references(self) -> Config:
-        for kind, names in (
-            ("cameras", [c.name for c in self.cameras]),
-            ("models", [m.name for m in self.models]),
-        ):
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise ValueError(f"{kind} names must be unique, repeated: {', '.join(dupes)}")
-        known = {c.name for c in self.cameras}
-        for m in self.models:
+    # Field validators, not a model validator: an error then names its key (cameras,
+    # models) instead of "(top level)". cameras is declared first, so models sees it.
+    @field_validator("cameras", "models")
+    @classmethod
+    def _unique_names(cls, items: list[Any], info: ValidationInfo) -> list[Any]:
+        check_unique(str(info.field_name)[:-1], [item.name for item in items])
+        return items
+
+    @field_validator("models")
+    @classmethod
+    def _known_cameras(cls, models: list[ModelConfig], info: ValidationInfo) -> list[ModelConfig]:
+        cameras = info.data.get("cameras")
+        if cameras is None:
+            return models  # the cameras are invalid: that is reported there
+        known = {c.name for c in cameras}
+        for m in models:
             for cam in m.cameras or []:
                 if cam not in known:
                     raise ValueError(
                         f"model '{m.name}' lists camera '{cam}', which is not defined "
                         f"(cameras: {', '.join(sorted(known))})"
                     )
-        return self
+        return models
 
     def models_for(self, camera: str) -> list[ModelConfig]:
         """The models that run on ``camera``."""
