@@ -6,15 +6,16 @@ Each case runs the real command on the real demo models and video.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
-from conftest import DEMO_VIDEO, DET, MODELS, run_cli, shared_media
+from conftest import DEMO_VIDEO, DET, MODELS, REPO, edgeyolo_cmd, run_cli, shared_media
 
 if TYPE_CHECKING:
-    import subprocess
     from pathlib import Path
 
 HTTP_TYPO_SECRET = "HttpT0kTypo9"  # noqa: S105
@@ -186,3 +187,29 @@ def test_no_output_at_all_is_warned(tmp_path: Path):
     res = run_cli("check-config", "--no-models", str(quiet))
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr, res.stderr
+
+
+def test_stdout_reader_exits():
+    """`edgeyolo run | head -1`: the camera failed with '[Errno 32] Broken pipe'; now the
+    service stops at once with one line saying why (exit 1 as before, so that systemd's
+    Restart=on-failure and `set -o pipefail` still see it)."""
+    proc = subprocess.Popen(
+        edgeyolo_cmd("run", "--loop", "--log-format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["type"] == "detections"
+        proc.stdout.close()
+        _, err_bytes = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = err_bytes.decode()
+    assert proc.returncode == 1, err
+    assert '"event": "stdout closed by its reader"' in err, err
+    assert '"reason": "stdout closed"' in err, err
+    for bad in ("camera failed", "Exception ignored", "Traceback"):
+        assert bad not in err, err

@@ -117,6 +117,7 @@ class Service:
         self.reload: Config | None = None
         self._stop = asyncio.Event()
         self._stopped_at: float | None = None
+        self._lost_stdout = False  # exit 1 then, as before: a unit with Restart=on-failure restarts
         self._reloader = Reloader(
             options.config_path,
             options.overrides,
@@ -136,6 +137,10 @@ class Service:
         self._stop.set()
         for s in self.sources:
             s.stop()
+
+    def _on_stdout_closed(self) -> None:
+        self._lost_stdout = True
+        self.stop("stdout closed")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         """A signal, in the loop (also one that came while the service was starting)."""
@@ -206,7 +211,11 @@ class Service:
             if self.mqtt is not None:
                 self.metrics.watch_mqtt(self.mqtt)
             self.sinks = build_sinks(
-                self.config, self.mqtt, jsonl=self.options.jsonl, extra=self.options.extra_sinks
+                self.config,
+                self.mqtt,
+                jsonl=self.options.jsonl,
+                extra=self.options.extra_sinks,
+                on_stdout_closed=self._on_stdout_closed,
             )
             for sink in self.sinks:
                 await sink.start()
@@ -261,7 +270,7 @@ class Service:
                     backend=backend.name,
                 )
                 self.notifier.ready(f"running {len(self.pipelines)} camera(s)")
-                exit_code = await self._run_pipelines()
+                exit_code = max(await self._run_pipelines(), int(self._lost_stdout))
             finally:
                 if not self._stop.is_set():  # sources ended by themselves
                     self.notifier.stopping("sources ended")

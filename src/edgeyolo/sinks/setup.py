@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from edgeyolo.sinks.jsonl import JsonlSink
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from edgeyolo.config import Config
     from edgeyolo.runner import ModelRunner
@@ -62,12 +62,18 @@ def camera_objects(config: Config) -> list[CameraObjects]:
 
 
 def build_sinks(
-    config: Config, mqtt: MqttSink | None, *, jsonl: bool = True, extra: Sequence[Sink] = ()
+    config: Config,
+    mqtt: MqttSink | None,
+    *,
+    jsonl: bool = True,
+    extra: Sequence[Sink] = (),
+    on_stdout_closed: Callable[[], None] | None = None,
 ) -> list[Sink]:
-    """The configured sinks (JSON lines unless ``jsonl`` is off, then MQTT) plus ``extra``."""
+    """The configured sinks (JSON lines unless ``jsonl`` is off, then MQTT) plus ``extra``;
+    ``on_stdout_closed``: called when the JSON lines go to stdout and its reader exits."""
     sinks: list[Sink] = []
     if jsonl and config.sinks.jsonl.enabled:
-        sinks.append(JsonlSink(config.sinks.jsonl.path))
+        sinks.append(JsonlSink(config.sinks.jsonl.path, on_stdout_closed=on_stdout_closed))
     if mqtt is not None:
         sinks.append(mqtt)
     sinks.extend(extra)
