@@ -6,6 +6,7 @@ Each case runs the real command on the real demo models and video.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import DEMO_VIDEO, DET, MODELS, REPO, edgeyolo_cmd, run_cli, shared_media
+from mosquitto import Mosquitto
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -213,3 +215,41 @@ def test_stdout_reader_exits():
     assert '"reason": "stdout closed"' in err, err
     for bad in ("camera failed", "Exception ignored", "Traceback"):
         assert bad not in err, err
+
+
+@pytest.mark.mqtt
+def test_remove_discovery_wrong_password_says_so(tmp_path: Path):
+    """A broker that refuses the credentials: the error names the user and says what to check
+    (the url it showed had no user, and there was no hint)."""
+    broker = Mosquitto(tmp_path / "broker", users={"edgeyolo": "right-one"})
+    broker.start()
+    try:
+        url = f"mqtt://edgeyolo:Wr0ngPassw0rd@127.0.0.1:{broker.port}"
+        res = run_cli("mqtt", "remove-discovery", "--mqtt-url", url, "--timeout", "5", timeout=60)
+    finally:
+        broker.stop()
+    err = _clean(res)
+    assert f"MQTT broker mqtt://edgeyolo@127.0.0.1:{broker.port}: " in err, err
+    assert "the broker refused the credentials" in err, err
+    assert "Wr0ngPassw0rd" not in err, err
+
+
+def test_every_option_has_help():
+    """`edgeyolo COMMAND --help` lists every option (README): each with what it does."""
+    from edgeyolo.cli import build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, name: str) -> None:
+        assert "``" not in (parser.description or ""), f"{name}: reST markup in --help"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    walk(sub, f"{name} {sub_name}")
+            elif action.option_strings and action.help is None:
+                missing.append(f"{name} {action.option_strings[-1]}")
+
+    walk(build_parser(), "edgeyolo")
+    # In commands/bench_tools.py, which the lead owns this session: reported, not edited.
+    known = {"edgeyolo bench mqtt --broker"}
+    assert set(missing) <= known, missing

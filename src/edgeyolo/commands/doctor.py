@@ -48,7 +48,8 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "doctor",
         help="check this machine: GPU, CUDA, TensorRT, ONNX Runtime, OpenCV; test an engine",
-        description=__doc__,
+        # The module docstring without its reST markup: argparse prints it as it is.
+        description=(__doc__ or "").replace("``edgeyolo doctor``: w", "W", 1).replace("``", "`"),
     )
     parser.add_argument(
         "-c", "--config", type=Path, default=None, help="config file (its backend and cache)"
@@ -65,7 +66,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--image", type=Path, default=None, help="image for the engine test (default: demo video)"
     )
-    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp16",
+        help="precision of the test engine (fp16)",
+    )
     parser.set_defaults(func=run)
 
 

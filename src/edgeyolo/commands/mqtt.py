@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def remove_discovery_main(args: argparse.Namespace) -> int:
     from edgeyolo.config.mqtt import with_broker_url  # noqa: PLC0415
-    from edgeyolo.sinks.link import MqttError  # noqa: PLC0415 - aiomqtt only when used
+    from edgeyolo.sinks.link import MqttError, hint  # noqa: PLC0415 - aiomqtt only when used
 
     cfg = load(args.config)
     mqtt = cfg.sinks.mqtt
@@ -67,8 +67,12 @@ def remove_discovery_main(args: argparse.Namespace) -> int:
             )
         )
     except MqttError as exc:
-        where = mqtt.broker.display() if mqtt.broker else "embedded"
-        raise EdgeYoloError(f"MQTT broker {where}: {exc}") from exc
+        where = "embedded"
+        if mqtt.broker is not None:  # the url holds no user: it is in username (see the run)
+            user = f"{mqtt.username}@" if mqtt.username else ""
+            where = mqtt.broker.display_host().replace("://", f"://{user}", 1)
+        why = hint(exc, tls=mqtt.is_tls)
+        raise EdgeYoloError(f"MQTT broker {where}: {exc}" + (f" ({why})" if why else "")) from exc
     for topic in cleared:
         print(f"cleared {topic}")
     return 0

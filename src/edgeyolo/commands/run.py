@@ -53,8 +53,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="HOST:PORT",
         help="serve /healthz and /metrics here (overrides the config's http section)",
     )
-    p.add_argument("--log-format", choices=["auto", "json", "console"], default=None)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    p.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=None,
+        help="logs on stderr: JSON lines, or readable text (auto: text on a terminal; "
+        "overrides logging.format)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=None,
+        help="least level logged (overrides logging.level)",
+    )
     p.set_defaults(func=main)
 
 
