@@ -253,3 +253,21 @@ def test_every_option_has_help():
     # In commands/bench_tools.py, which the lead owns this session: reported, not edited.
     known = {"edgeyolo bench mqtt --broker"}
     assert set(missing) <= known, missing
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (("--classes", "person,unicorn"), "--classes: 'unicorn' is not a label of"),
+        (("--classes", "99"), "--classes: class id 99 is outside 0..79"),
+        (
+            ("--task", "pose"),
+            "--task is 'pose', but edgeyolo-demo-det.onnx is a 'detect' model; use --task detect",
+        ),
+    ],
+)
+def test_predict_model_checks_name_the_option(args: tuple[str, ...], shown: str):
+    """They named a config key (models[edgeyolo-demo-det].classes) that predict has not got."""
+    bus = shared_media("bus.jpg")
+    err = _clean(run_cli("predict", "--model", str(DET), *args, str(bus)))
+    assert f"edgeyolo predict: error: {shown}" in err, err

@@ -252,4 +252,4 @@ def test_predict_cli_errors(tmp_path):
     assert f"{missing}: no such file" in res.stderr
     res = run_cli("predict", "--model", str(POSE), "--task", "detect", str(missing), timeout=120)
     assert res.returncode == 2
-    assert "is a 'pose' model; set task: pose" in res.stderr
+    assert "is a 'pose' model; use --task pose" in res.stderr

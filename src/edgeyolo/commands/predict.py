@@ -62,6 +62,14 @@ def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
         yield from video_frames(path)
 
 
+def _as_options(message: str, name: str) -> str:
+    """A model check's message names config keys (``models[NAME].classes``); here they are
+    the options that set them."""
+    for key in ("classes", "task"):
+        message = message.replace(f"models[{name}].{key}", f"--{key}")
+    return message.replace("; set task: ", "; use --task ")
+
+
 def main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError  # noqa: PLC0415
 
@@ -104,7 +112,10 @@ def main(args: argparse.Namespace) -> int:
     # One model, one image at a time: ONNX Runtime may use every core (its default).
     backend = OnnxRuntimeBackend(OnnxRuntimeConfig(intra_op_threads=0), max_engines=1)
     try:
-        runner = ModelRunner.open(backend, cfg)
+        try:
+            runner = ModelRunner.open(backend, cfg)
+        except ModelError as exc:
+            raise ModelError(_as_options(str(exc), cfg.name)) from None
         slot = backend.allocate_input(runner.input_spec)
         engine = runner.engine
         assert isinstance(engine, OnnxRuntimeEngine)  # what this backend opens
