@@ -308,7 +308,7 @@ def test_remove_discovery_command(tmp_path: Path, broker: Mosquitto):
         timeout=60, cwd=REPO,
     )  # fmt: skip
     assert res.returncode == 2
-    assert "MQTT broker mqtt://127.0.0.1" in res.stderr
+    assert "MQTT broker mqtt://u@127.0.0.1" in res.stderr  # the user, never the password
     assert "Connection refused" in res.stderr
     assert "secret" not in res.stderr
     assert "Traceback" not in res.stderr
