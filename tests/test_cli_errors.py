@@ -271,3 +271,29 @@ def test_predict_model_checks_name_the_option(args: tuple[str, ...], shown: str)
     bus = shared_media("bus.jpg")
     err = _clean(run_cli("predict", "--model", str(DET), *args, str(bus)))
     assert f"edgeyolo predict: error: {shown}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("section", "shown"),
+    [
+        ({"loging": {"level": "debug"}}, "loging: unknown key (check"),
+        ({"mqtt": {"url": "mqtt://127.0.0.1:1883"}}, "mqtt: unknown key (check"),
+        (
+            {"http": {"prot": 9000}},
+            "http.prot = '***': unknown key (check",
+        ),  # masked: http has the token
+    ],
+)
+def test_unknown_key_suggests_the_known_one(tmp_path: Path, section: dict[str, object], shown: str):
+    path = _config(tmp_path, "typo.yaml", **section)
+    err = _clean(run_cli("check-config", "--no-models", str(path)))
+    want = {"loging": "'logging'", "mqtt": "'sinks.mqtt'", "http": "'port'"}[next(iter(section))]
+    assert shown in err, err
+    assert f"for every key); did you mean {want}?" in err, err
+
+
+def test_unknown_key_without_a_near_one_gets_no_guess(tmp_path: Path):
+    path = _config(tmp_path, "typo.yaml", logging={"verbosity": 3})
+    err = _clean(run_cli("check-config", "--no-models", str(path)))
+    assert "logging.verbosity = 3: unknown key" in err, err
+    assert "did you mean" not in err, err

@@ -7,6 +7,7 @@ moved together with its models.
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -108,20 +109,44 @@ def _has_secret(annotation: Any) -> bool:
     return annotation is SecretStr or any(_has_secret(a) for a in get_args(annotation))
 
 
-def _in_secret_section(loc: Loc) -> bool:
-    """Whether ``loc`` lies in a section with a secret field (sinks.mqtt, http): a misspelled
-    key there (``tokn``, ``passwrd``) may well hold that secret."""
-    model: type[BaseModel] | None = Config
+def _sections(loc: Loc) -> tuple[list[type[BaseModel]], bool]:
+    """The config section classes along key path ``loc`` (its last part excluded), from the
+    top, and whether the whole path is in the schema (not below a plain dict, say)."""
+    found: list[type[BaseModel]] = [Config]
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if model is not None else None
+        field = found[-1].model_fields.get(part)
         model = None if field is None else _model_in(field.annotation)
         if model is None:
-            return False
-        if any(_has_secret(f.annotation) for f in model.model_fields.values()):
-            return True
-    return False
+            return found, False
+        found.append(model)
+    return found, True
+
+
+def _in_secret_section(loc: Loc) -> bool:
+    """Whether ``loc`` lies in a section with a secret field (sinks.mqtt, http): a misspelled
+    key there (``tokn``, ``passwrd``) may well hold that secret."""
+    sections = _sections(loc)[0][1:]
+    return any(_has_secret(f.annotation) for m in sections for f in m.model_fields.values())
+
+
+def _suggestion(loc: Loc) -> str:
+    """For an unknown key: the known key it is probably a misspelling of, or the section it
+    belongs in (``mqtt`` at the top is ``sinks.mqtt``)."""
+    sections, complete = _sections(loc)
+    key = loc[-1] if loc else None
+    if not complete or not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, list(sections[-1].model_fields), n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    if len(sections) == 1:  # at the top: a section that lives one level down (not in a list)
+        for name, field in Config.model_fields.items():
+            sub = field.annotation if isinstance(field.annotation, type) else None
+            if sub is not None and issubclass(sub, BaseModel) and key in sub.model_fields:
+                return f"; did you mean '{name}.{key}'?"
+    return ""
 
 
 def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
@@ -135,6 +160,7 @@ def _issues_from(exc: ValidationError, raw: Any) -> list[ConfigIssue]:
         value = err.get("input") if unknown else _lookup(raw, loc)
         if unknown:
             msg = "unknown key (check the spelling; see config/example.yaml for every key)"
+            msg += _suggestion(loc)
         if isinstance(value, dict | list):
             value = None  # whole sections are not worth echoing back
         elif value is not None and (
