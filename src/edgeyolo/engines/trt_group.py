@@ -6,8 +6,9 @@ on, the cameras that run those engines share a ``BatchGroup``; each camera's slo
 buffer, or a copy into staging) and submits; the group launches a batch when every attached
 camera submitted (at most ``max_batch``) or when the oldest frame waited ``batch_timeout_ms``
 (counted from the end of the previous batch when its timeout ran out while that batch ran:
-the rules of ``edgeyolo.batching``, whose dispatcher this is). Frames are queued when they are staged, while the previous batch is still in the
-engines, so the next batch starts as soon as that one is out, before any camera decodes.
+the rules of ``edgeyolo.batching``, whose dispatcher this is). Frames are queued when they are
+staged, while the previous batch is still in the engines, so the next batch starts as soon as
+that one is out, before any camera decodes.
 
 A batch is, on the backend's upload stream: each frame copied into its row's device frame
 buffer (outside any graph, so the graph does not depend on where a frame was captured),
