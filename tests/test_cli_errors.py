@@ -297,3 +297,20 @@ def test_unknown_key_without_a_near_one_gets_no_guess(tmp_path: Path):
     err = _clean(run_cli("check-config", "--no-models", str(path)))
     assert "logging.verbosity = 3: unknown key" in err, err
     assert "did you mean" not in err, err
+
+
+def test_camera_without_models_is_warned_by_check_config(tmp_path: Path):
+    """run skips it with a warning; check-config said nothing."""
+    path = _config(
+        tmp_path,
+        "idle.yaml",
+        cameras=[
+            {"name": "a", "source": str(DEMO_VIDEO)},
+            {"name": "b", "source": str(DEMO_VIDEO)},
+        ],
+        models=[{"name": "det", "path": str(DET), "task": "detect", "cameras": ["a"]}],
+    )
+    res = run_cli("check-config", "--no-models", str(path))
+    assert res.returncode == 0, res.stderr
+    assert f"{path}: warning: cameras[1] 'b': no model runs on it" in res.stderr, res.stderr
+    assert "cameras[0]" not in res.stderr, res.stderr

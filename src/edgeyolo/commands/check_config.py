@@ -37,6 +37,13 @@ def main(args: argparse.Namespace) -> int:
         return 1
     for warning in config_warnings(cfg):
         print(f"{path}: warning: {warning}", file=sys.stderr)
+    for i, cam in enumerate(cfg.cameras):  # `run` logs this when it starts (not in warnings)
+        if not cfg.models_for(cam.name):
+            print(
+                f"{path}: warning: cameras[{i}] {cam.name!r}: no model runs on it "
+                "(every model's cameras list leaves it out), so it is not run",
+                file=sys.stderr,
+            )
     problems = 0
     gstreamer = [i for i, c in enumerate(cfg.cameras) if source_kind(c.source) == "gstreamer"]
     if gstreamer:
