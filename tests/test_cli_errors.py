@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 from typing import TYPE_CHECKING
 
@@ -314,3 +315,20 @@ def test_camera_without_models_is_warned_by_check_config(tmp_path: Path):
     assert res.returncode == 0, res.stderr
     assert f"{path}: warning: cameras[1] 'b': no model runs on it" in res.stderr, res.stderr
     assert "cameras[0]" not in res.stderr, res.stderr
+
+
+def test_stdout_closed_from_the_start():
+    """`edgeyolo run >&-`: the camera failed with 'JsonlSink.emit() before start()'."""
+    res = subprocess.run(
+        edgeyolo_cmd("run", "--max-frames", "1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        preexec_fn=lambda: os.close(1),  # the child starts with fd 1 closed
+        check=False,
+    )
+    err = _clean(res)
+    assert "edgeyolo run: error: sinks.jsonl.path '-': stdout is closed" in err, err
+    assert "camera failed" not in err, err

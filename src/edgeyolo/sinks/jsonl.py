@@ -40,6 +40,11 @@ class JsonlSink:
 
     async def start(self) -> None:
         if self._path == "-":
+            if sys.stdout is None:  # started with stdout closed (`>&-`)
+                raise ConfigError(
+                    "sinks.jsonl.path '-': stdout is closed; give a file, or set "
+                    "sinks.jsonl.enabled: false"
+                )
             self._fh = sys.stdout
         else:
             # Opening a local file once at start-up; not worth an executor hop.
