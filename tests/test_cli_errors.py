@@ -332,3 +332,26 @@ def test_stdout_closed_from_the_start():
     err = _clean(res)
     assert "edgeyolo run: error: sinks.jsonl.path '-': stdout is closed" in err, err
     assert "camera failed" not in err, err
+
+
+def test_stderr_closed_from_the_start():
+    """`edgeyolo run 2>&-` exited 1 before doing anything (the first log line raised on a
+    None sys.stderr), with nowhere to say so. It runs; the logs go nowhere."""
+    res = subprocess.run(
+        edgeyolo_cmd("run", "--max-frames", "1", "--mqtt-url", "embedded"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        preexec_fn=lambda: os.close(2),  # the child starts with fd 2 closed
+        check=False,
+    )
+    assert res.returncode == 0
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert {e["model"] for e in events if e["type"] == "detections"} == {
+        "det-fp32",
+        "det-int8",
+        "pose-fp32",
+        "pose-int8",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import threading
 
@@ -45,8 +46,26 @@ NO_OPENCV = (
 )
 
 
+def _reserve_closed_std_fds() -> None:
+    """Started with stdout or stderr closed (``2>&-``): put /dev/null on the descriptor, so that
+    no file or socket opened later becomes fd 1 or 2 (where native libraries print), and give
+    Python a stderr to log to (it had None, and the first log line raised). ``sys.stdout``
+    stays None: the JSON-lines sink then says that stdout is closed."""
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the process's stderr
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _reserve_closed_std_fds()
     relay = None
     if argv[:1] == ["run"] and threading.current_thread() is threading.main_thread():
         # Before the heavy imports: from here on a SIGHUP/SIGTERM/SIGINT never kills
