@@ -355,3 +355,21 @@ def test_stderr_closed_from_the_start():
         "pose-fp32",
         "pose-int8",
     }
+
+
+def test_zones_without_a_tracked_model_are_warned(tmp_path: Path):
+    """Zones and lines count tracked objects only; on an untracked camera they sat silent."""
+    zone = {"name": "lawn", "points": [[0, 0], [1, 0], [1, 1]], "normalized": True}
+    camera = {"name": "demo", "source": str(DEMO_VIDEO), "zones": [zone]}
+    model = {"name": "det", "path": str(DET), "task": "detect"}
+    path = _config(tmp_path, "zones.yaml", cameras=[camera], models=[model])
+    res = run_cli("check-config", "--no-models", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "warning: cameras[0] 'demo': its zones and lines (lawn) count tracked objects" in (
+        res.stderr
+    )
+    model["tracking"] = {"enabled": True}
+    path = _config(tmp_path, "tracked.yaml", cameras=[camera], models=[model])
+    res = run_cli("check-config", "--no-models", str(path))
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr, res.stderr

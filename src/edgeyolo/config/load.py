@@ -311,17 +311,34 @@ def load_config(path: Path) -> Config:
 
 def config_warnings(cfg: Config) -> list[str]:
     """Things that work but that the user probably wants to change (printed, not refused)."""
+    warnings = _untracked_zones(cfg)
     mqtt = cfg.sinks.mqtt
     if mqtt is None and not cfg.sinks.jsonl.enabled and not cfg.http.enabled:
-        return [
-            (
-                "no output: sinks.jsonl.enabled is false, sinks.mqtt is off and http is off, "
-                "so the detections go nowhere (turn one on, or run with --mqtt-url / --http)"
-            )
-        ]
+        warnings.append(
+            "no output: sinks.jsonl.enabled is false, sinks.mqtt is off and http is off, "
+            "so the detections go nowhere (turn one on, or run with --mqtt-url / --http)"
+        )
     if mqtt is None or not mqtt.discovery.enabled:
-        return []
+        return warnings
     return [
+        *warnings,
         *id_warnings("cameras", [c.name for c in cfg.cameras]),
         *id_warnings("models", [m.name for m in cfg.models]),
     ]
+
+
+def _untracked_zones(cfg: Config) -> list[str]:
+    """Zones and lines count tracked objects only: on a camera without a tracked model they
+    never produce anything."""
+    out = []
+    for i, cam in enumerate(cfg.cameras):
+        if not (cam.zones or cam.lines):
+            continue
+        if any(m.tracking.enabled for m in cfg.models_for(cam.name)):
+            continue
+        names = ", ".join([z.name for z in cam.zones] + [ln.name for ln in cam.lines])
+        out.append(
+            f"cameras[{i}] {cam.name!r}: its zones and lines ({names}) count tracked objects, but "
+            "no model on it has tracking.enabled: true, so they count nothing"
+        )
+    return out
