@@ -373,3 +373,9 @@ def test_zones_without_a_tracked_model_are_warned(tmp_path: Path):
     res = run_cli("check-config", "--no-models", str(path))
     assert res.returncode == 0, res.stderr
     assert "warning" not in res.stderr, res.stderr
+
+
+def test_predict_on_a_folder(tmp_path: Path):
+    """It said '<folder>: no such file'."""
+    err = _clean(run_cli("predict", "--model", str(DET), str(tmp_path)))
+    assert f"{tmp_path}: a folder; give image or video files (e.g. {tmp_path}/*.jpg)" in err, err

@@ -54,6 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _frames(path: Path) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
     from edgeyolo.sources.files import is_image_file, read_image, video_frames  # noqa: PLC0415
 
+    if path.is_dir():
+        raise SourceError(f"{path}: a folder; give image or video files (e.g. {path}/*.jpg)")
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
     if is_image_file(path):
