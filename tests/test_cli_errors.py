@@ -136,6 +136,13 @@ def test_key_given_twice_is_an_error(tmp_path: Path):
         assert 'in "twice.yaml", line 10' in err, err
 
 
+def test_key_given_twice_on_one_line_is_an_error(tmp_path: Path):
+    path = _config(tmp_path, "flow.yaml")
+    path.write_text(path.read_text(encoding="utf-8") + "logging: {level: debug, level: info}\n")
+    err = _clean(run_cli("check-config", "--no-models", str(path)))
+    assert "found key 'level' a second time" in err, err
+
+
 def test_merge_keys_may_override(tmp_path: Path):
     """`<<: *anchor` and then one of its keys again is no duplicate."""
     path = tmp_path / "merge.yaml"

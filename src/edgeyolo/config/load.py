@@ -81,10 +81,10 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, 
             continue  # `<<: *anchor` then overriding one of its keys is what merges are for
         key = loader.construct_object(key_node, deep=True)
         try:
-            first = seen.setdefault(key, key_node.start_mark.line)
+            first = seen.get(key)
         except TypeError:
             continue  # an unhashable key: construct_mapping refuses it with its own message
-        if first != key_node.start_mark.line:
+        if first is not None:
             raise yaml.constructor.ConstructorError(
                 "while reading a mapping",
                 node.start_mark,
@@ -92,6 +92,7 @@ def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, 
                 "YAML would keep only the last one: remove one of them",
                 key_node.start_mark,
             )
+        seen[key] = key_node.start_mark.line
     return loader.construct_mapping(node, deep=True)
 
 
