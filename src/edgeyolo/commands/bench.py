@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeyolo.benchmarks.common import median_p95
 from edgeyolo.commands import bench_tools
-from edgeyolo.commands._common import add_config_arg, load
+from edgeyolo.commands._common import add_config_arg, load, non_negative_int, positive_int
 from edgeyolo.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,8 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "and print fps and per-stage milliseconds as one JSON object.",
     )
     add_config_arg(p)
-    p.add_argument("--frames", type=int, default=100, help="frames to measure (100)")
-    p.add_argument("--warmup", type=int, default=5, help="frames run before measuring (5)")
+    p.add_argument("--frames", type=positive_int, default=100, help="frames to measure (100)")
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=5, help="frames run before measuring (5)"
+    )
     p.add_argument(
         "--sequential",
         action="store_true",
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--cameras",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="N copies of the first camera: batched into one engine call per model (models "
@@ -79,7 +81,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=1,
         metavar="R",
         help="with --cameras: run the batch-1/batched pair R times, alternating which goes "
@@ -263,6 +265,10 @@ def bench_waits(samples: int) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.cameras is None:
+        given = [f for f, on in (("--paced", args.paced), ("--rounds", args.rounds != 1)) if on]
+        if given:
+            raise ConfigError(f"bench {' and '.join(given)}: only with --cameras N")
     cfg = load(args.config, log_format=None, log_level="warning")
     if args.waits:
         report = bench_waits(max(args.frames, 50))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgeyolo.commands._common import DEMO_VIDEO, config_path
+from edgeyolo.commands._common import DEMO_VIDEO, config_path, non_negative_int, positive_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -102,7 +102,13 @@ def _mqtt(tools: Tools) -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="steady run before any outage")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds left out of the numbers")
     p.add_argument("--outage", type=float, default=0.0, help="stop mosquitto this long")
-    p.add_argument("--broker", choices=["mosquitto", "embedded"], default="mosquitto")
+    p.add_argument(
+        "--broker",
+        choices=["mosquitto", "embedded"],
+        default="mosquitto",
+        help="the broker to measure through: a mosquitto the bench starts (default), or the "
+        "service's embedded broker (no mosquitto needed)",
+    )
     p.add_argument(
         "-c", "--config", type=Path, default=None, help="config file (default: the bundled demo)"
     )
@@ -148,10 +154,14 @@ def _view(tools: Tools) -> None:
     p.add_argument(
         "-c", "--config", type=Path, default=None, help="config file (default: the bundled demo)"
     )
-    p.add_argument("--frames", type=int, default=60, help="frames per service run (60)")
-    p.add_argument("--warmup", type=int, default=5, help="frames not counted per run (5)")
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds (2)")
-    p.add_argument("--draw-frames", type=int, default=30, help="frames for the draw part (30)")
+    p.add_argument("--frames", type=positive_int, default=60, help="frames per service run (60)")
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=5, help="frames not counted per run (5)"
+    )
+    p.add_argument("--rounds", type=positive_int, default=2, help="alternating rounds (2)")
+    p.add_argument(
+        "--draw-frames", type=positive_int, default=30, help="frames for the draw part (30)"
+    )
 
 
 def _tracking(tools: Tools) -> None:
@@ -163,7 +173,7 @@ def _tracking(tools: Tools) -> None:
         "them crossing, over --frames frames of 960x540; per variant the microseconds of one\n"
         "frame's update after a warm-up (what the tracking stage adds per model).",
     )
-    p.add_argument("--objects", type=int, default=20, help="walkers in the scene (20)")
-    p.add_argument("--frames", type=int, default=600, help="frames (600)")
-    p.add_argument("--warmup", type=int, default=30, help="frames not counted (30)")
+    p.add_argument("--objects", type=positive_int, default=20, help="walkers in the scene (20)")
+    p.add_argument("--frames", type=positive_int, default=600, help="frames (600)")
+    p.add_argument("--warmup", type=non_negative_int, default=30, help="frames not counted (30)")
     p.add_argument("--seed", type=int, default=1, help="seed of the scene (1)")
