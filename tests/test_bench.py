@@ -117,6 +117,7 @@ def test_batching_report_runs_both_paths():
     """`bench --cameras 2`: the same two cameras at batch 1 and batched, side by side."""
     r = bench("-c", str(REPO / "config" / "multicam.yaml"), "--cameras", "2", "--frames", "4")
     assert r["mode"] == "batching"
+    assert (r["backend_requested"], r["backend"]) == ("auto", "onnxruntime")  # no GPU here
     assert r["pace"] == "fast"
     assert r["batched_models"] == ["det"]
     assert r["not_batched"] == []

@@ -169,6 +169,15 @@ def summarize(
     }
 
 
+def _backend_used(requested: str) -> str:
+    """What ``backend: auto`` resolves to here (the service's own choice)."""
+    if requested != "auto":
+        return requested
+    from edgeyolo.engines.select import tensorrt_unavailable_reason  # noqa: PLC0415
+
+    return "tensorrt" if tensorrt_unavailable_reason() is None else "onnxruntime"
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(b / a, 2) if a and b else None
 
@@ -192,7 +201,8 @@ def bench_batching(
         )
     out: dict[str, Any] = {
         "mode": "batching",
-        "backend": cfg.backend,
+        "backend": _backend_used(cfg.backend),
+        "backend_requested": cfg.backend,
         "cameras": cameras,
         "pace": "native" if paced else "fast",
         "frames_per_camera": frames,
