@@ -322,18 +322,24 @@ def test_camera_without_models_is_warned_by_check_config(tmp_path: Path):
     assert "cameras[0]" not in res.stderr, res.stderr
 
 
-def test_stdout_closed_from_the_start():
-    """`edgeyolo run >&-`: the camera failed with 'JsonlSink.emit() before start()'."""
-    res = subprocess.run(
-        edgeyolo_cmd("run", "--max-frames", "1"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def _run_with_closed(fd: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """``edgeyolo ARGS`` started with file descriptor ``fd`` (1 or 2) closed; the other of
+    stdout/stderr is captured."""
+    return subprocess.run(
+        edgeyolo_cmd(*args),
+        stdout=subprocess.DEVNULL if fd == 1 else subprocess.PIPE,
+        stderr=subprocess.DEVNULL if fd == 2 else subprocess.PIPE,
         text=True,
         timeout=60,
         cwd=REPO,
-        preexec_fn=lambda: os.close(1),  # the child starts with fd 1 closed
+        preexec_fn=lambda: os.close(fd),  # the child starts with it closed
         check=False,
     )
+
+
+def test_stdout_closed_from_the_start():
+    """`edgeyolo run >&-`: the camera failed with 'JsonlSink.emit() before start()'."""
+    res = _run_with_closed(1, "run", "--max-frames", "1")
     err = _clean(res)
     assert "edgeyolo run: error: sinks.jsonl.path '-': stdout is closed" in err, err
     assert "camera failed" not in err, err
@@ -342,16 +348,7 @@ def test_stdout_closed_from_the_start():
 def test_stderr_closed_from_the_start():
     """`edgeyolo run 2>&-` exited 1 before doing anything (the first log line raised on a
     None sys.stderr), with nowhere to say so. It runs; the logs go nowhere."""
-    res = subprocess.run(
-        edgeyolo_cmd("run", "--max-frames", "1", "--mqtt-url", "embedded"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        preexec_fn=lambda: os.close(2),  # the child starts with fd 2 closed
-        check=False,
-    )
+    res = _run_with_closed(2, "run", "--max-frames", "1", "--mqtt-url", "embedded")
     assert res.returncode == 0
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert {e["model"] for e in events if e["type"] == "detections"} == {

@@ -24,26 +24,24 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: a whole number of at least 0 (frames left out of a measurement...)."""
+def _whole_number(text: str, low: int, expected: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}; expected 0 or more")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value}; expected {expected}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (frames left out of a measurement...)."""
+    return _whole_number(text, 0, "0 or more")
 
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1 (a count of frames, rounds...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}; expected at least 1")
-    return value
+    return _whole_number(text, 1, "at least 1")
 
 
 def config_path(arg: Path | None) -> Path:
