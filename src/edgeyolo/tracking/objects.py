@@ -7,7 +7,7 @@ lifecycle ``new``, zone, line, lifecycle ``update``, lifecycle ``end``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,7 +20,7 @@ from edgeyolo.tracking.tracker import ByteTracker, Track, TrackState
 from edgeyolo.tracking.zones import Line, LineCounter, Zone, ZoneTracker
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from edgeyolo.config.tracking import LineConfig, TrackingConfig, ZoneConfig
     from edgeyolo.events import Event
@@ -162,24 +162,18 @@ class ObjectTracker:
         events: list[Event] = []
         zs, ls = self.zones, self.lines
         if zs.zones:
-            inside, run = cols["zone_in"], cols["zone_run"]
-            if not every:
-                inside, run = inside.take(idx, 0), run.take(idx, 0)
             ok = self._applies(self._zone_ok, idx, every)
-            flips = zs.step(inside, run, px, py, ok)
-            if not every:
-                cols["zone_in"][idx], cols["zone_run"][idx] = inside, run
+            flips = _step_rows(
+                cols, ("zone_in", "zone_run"), idx, every, lambda s, r: zs.step(s, r, px, py, ok)
+            )
             for a, j, entered in flips:
                 rec = self.records[tracks[rows[a]].track_id]
                 events.append(self._zone(rec, zs.zones[j].name, entered, timestamp, seq))
         if ls.lines:
-            side, run = cols["line_side"], cols["line_run"]
-            if not every:
-                side, run = side.take(idx, 0), run.take(idx, 0)
             ok = self._applies(self._line_ok, idx, every)
-            crossings = ls.step(side, run, px, py, ok)
-            if not every:
-                cols["line_side"][idx], cols["line_run"][idx] = side, run
+            crossings = _step_rows(
+                cols, ("line_side", "line_run"), idx, every, lambda s, r: ls.step(s, r, px, py, ok)
+            )
             for a, j, d in crossings:
                 events.append(self._line(tracks[rows[a]], j, d, timestamp, seq))
         return events
@@ -308,3 +302,25 @@ class ObjectTracker:
         rec.changes.discard("zones")
         events.append(self._lifecycle("end", rec, timestamp, seq))
         return events
+
+
+_R = TypeVar("_R")
+
+
+def _step_rows(
+    cols: dict[str, npt.NDArray[Any]],
+    names: tuple[str, str],
+    idx: npt.NDArray[np.intp],
+    every: bool,
+    step: Callable[[npt.NDArray[Any], npt.NDArray[Any]], _R],
+) -> _R:
+    """``step`` on the two state columns ``names`` of the tracks ``idx`` (every track, in
+    order, when ``every``: the columns themselves), which it updates in place; a gathered
+    copy is scattered back."""
+    first, second = cols[names[0]], cols[names[1]]
+    if not every:
+        first, second = first.take(idx, 0), second.take(idx, 0)
+    out = step(first, second)
+    if not every:
+        cols[names[0]][idx], cols[names[1]][idx] = first, second
+    return out
